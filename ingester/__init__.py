@@ -1,0 +1,1 @@
+"""tracelake ingester service."""

@@ -1,0 +1,1 @@
+"""tracelake querier service."""

@@ -1,0 +1,1 @@
+"""tracelake core library."""

@@ -1,0 +1,1 @@
+"""What every block format version shares: its object names and its ``meta.json``."""

@@ -1,0 +1,138 @@
+"""``meta.json``: what a reader must know about a block before it touches ``data.parquet``.
+
+Field names follow Tempo's meta.json where one exists (``blockID``, ``tenantID``, ``totalObjects`` for
+traces...), so operators recognise them; ours are added beside them. ``format`` is the version gate:
+a reader refuses any value it does not know, with a message naming both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from tracelake.errors import BlockFormatError
+
+FORMAT_V1 = "tl1"
+KNOWN_FORMATS = (FORMAT_V1,)
+
+
+def rfc3339(unix_nano: int) -> str:
+    return datetime.fromtimestamp(unix_nano // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class RowGroupRange:
+    """Trace ids held by one Parquet row group: a lookup reads only the group that may hold its id."""
+
+    min_id: str
+    max_id: str
+    first_row: int
+    rows: int
+
+
+@dataclass
+class BlockMeta:
+    format: str
+    block_id: str
+    tenant_id: str
+    start_unix_nano: int  # earliest span start
+    end_unix_nano: int  # latest span end
+    min_id: str  # hex trace ids
+    max_id: str
+    total_traces: int
+    total_spans: int
+    size: int  # bytes of every object of the block
+    compaction_level: int = 0
+    bloom_shards: int = 1
+    bloom_false_positive: float = 0.01
+    footer_size: int = 0  # bytes of data.parquet's footer, so a reader can fetch it in one request
+    row_groups: list[RowGroupRange] = field(default_factory=list)
+    files: dict[str, int] = field(default_factory=dict)
+    replaces: list[str] = field(default_factory=list)  # input blocks of the compaction that made it
+    created_at: str = ""
+
+    def to_json(self, with_row_groups: bool = True) -> dict:
+        out = {
+            "format": self.format,
+            "blockID": self.block_id,
+            "tenantID": self.tenant_id,
+            "startTime": rfc3339(self.start_unix_nano),
+            "endTime": rfc3339(self.end_unix_nano),
+            "startTimeUnixNano": str(self.start_unix_nano),
+            "endTimeUnixNano": str(self.end_unix_nano),
+            "minID": self.min_id,
+            "maxID": self.max_id,
+            "totalObjects": self.total_traces,
+            "totalSpans": self.total_spans,
+            "size": self.size,
+            "compactionLevel": self.compaction_level,
+            "encoding": "zstd",
+            "bloomShards": self.bloom_shards,
+            "bloomFalsePositive": self.bloom_false_positive,
+            "footerSize": self.footer_size,
+            "files": self.files,
+            "replaces": self.replaces,
+            "createdAt": self.created_at,
+        }
+        if with_row_groups:
+            out["rowGroups"] = [asdict(rg) for rg in self.row_groups]
+        return out
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, obj: dict, where: str = "meta.json") -> BlockMeta:
+        fmt = obj.get("format") if isinstance(obj, dict) else None
+        if fmt not in KNOWN_FORMATS:
+            raise BlockFormatError(
+                f"{where}: block format {fmt!r} is not supported "
+                f"(this tracelake reads {', '.join(KNOWN_FORMATS)})"
+            )
+        try:
+            return cls(
+                format=fmt,
+                block_id=obj["blockID"],
+                tenant_id=obj["tenantID"],
+                start_unix_nano=int(obj["startTimeUnixNano"]),
+                end_unix_nano=int(obj["endTimeUnixNano"]),
+                min_id=obj["minID"],
+                max_id=obj["maxID"],
+                total_traces=int(obj["totalObjects"]),
+                total_spans=int(obj["totalSpans"]),
+                size=int(obj["size"]),
+                compaction_level=int(obj.get("compactionLevel", 0)),
+                bloom_shards=int(obj.get("bloomShards", 1)),
+                bloom_false_positive=float(obj.get("bloomFalsePositive", 0.01)),
+                footer_size=int(obj.get("footerSize", 0)),
+                row_groups=[RowGroupRange(**rg) for rg in obj.get("rowGroups", [])],
+                files={str(k): int(v) for k, v in obj.get("files", {}).items()},
+                replaces=list(obj.get("replaces", [])),
+                created_at=str(obj.get("createdAt", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BlockFormatError(f"{where}: malformed block meta ({exc!r})") from exc
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "meta.json") -> BlockMeta:
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BlockFormatError(f"{where}: not valid JSON ({exc})") from exc
+        return cls.from_json(obj, where)
+
+
+@dataclass
+class CompactedMeta:
+    """``meta.compacted.json``: the block was replaced; readers skip it, cleanup deletes it later."""
+
+    meta: BlockMeta
+    compacted_unix: float
+
+    def to_json(self) -> dict:
+        return {**self.meta.to_json(with_row_groups=False), "compactedTime": self.compacted_unix}
+
+    @classmethod
+    def from_json(cls, obj: dict, where: str = "meta.compacted.json") -> CompactedMeta:
+        return cls(BlockMeta.from_json(obj, where), float(obj.get("compactedTime", 0)))

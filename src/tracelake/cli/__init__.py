@@ -1,0 +1,1 @@
+"""The ``tracelake`` command line."""

@@ -1,0 +1,1 @@
+"""Codecs between OTLP (protobuf wire format) and the flat span table."""

@@ -1,0 +1,139 @@
+"""Pure-Python OTLP decoder: the reference the compiled decoder must match, and its fallback.
+
+It parses with protobuf (upb) and loops per span and per attribute, so it is an order of magnitude
+slower than ``_otlpdecode``; it exists so tracelake works where the extension could not be built.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tracelake.codec.raw import FIXED_COLUMNS, VAR_COLUMNS, RawSpans
+from tracelake.model.schema import AttrType
+
+_SPAN_EVENTS_TAG = (11 << 3) | 2
+_SPAN_LINKS_TAG = (13 << 3) | 2
+_TYPECODES = {"<u4": "I", "<i4": "i", "<u8": "Q", "<i8": "q", "<f8": "d", "u1": "B"}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _records(tag: int, messages) -> bytes:
+    """Re-frame repeated sub-messages as the wire records a Span would hold."""
+    parts = []
+    for msg in messages:
+        body = msg.SerializeToString(deterministic=True)
+        parts.append(_varint(tag) + _varint(len(body)) + body)
+    return b"".join(parts)
+
+
+class _Var:
+    __slots__ = ("chunks", "offsets", "size")
+
+    def __init__(self) -> None:
+        self.offsets = array("i", [0])
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, value: bytes) -> None:
+        self.chunks.append(value)
+        self.size += len(value)
+        self.offsets.append(self.size)
+
+    def buffers(self) -> tuple[bytes, bytes]:
+        return self.offsets.tobytes(), b"".join(self.chunks)
+
+
+def decode_request_py(data: bytes) -> RawSpans:
+    """Decode a serialized ``ExportTraceServiceRequest`` (or ``TracesData``) into raw columns."""
+    request = ExportTraceServiceRequest.FromString(data)
+    var = {name: _Var() for name in VAR_COLUMNS if not name.startswith("attr_")}
+    attr = {name: _Var() for name in ("attr_key", "attr_str", "attr_bytes")}
+    fixed = {name: array(_TYPECODES[dt.str.lstrip("|")]) for name, dt in FIXED_COLUMNS.items()}
+    fixed["attr_offsets"].append(0)
+    resources: list[bytes] = []
+    resource_urls: list[str] = []
+    scopes: list[bytes] = []
+    scope_urls: list[str] = []
+    n_attrs = 0
+    for rs in request.resource_spans:
+        resource_index = len(resources)
+        resources.append(rs.resource.SerializeToString(deterministic=True))
+        resource_urls.append(rs.schema_url)
+        for ss in rs.scope_spans:
+            scope_index = len(scopes)
+            scopes.append(ss.scope.SerializeToString(deterministic=True))
+            scope_urls.append(ss.schema_url)
+            for span in ss.spans:
+                var["trace_id"].add(span.trace_id)
+                var["span_id"].add(span.span_id)
+                var["parent_span_id"].add(span.parent_span_id)
+                var["trace_state"].add(span.trace_state.encode())
+                var["name"].add(span.name.encode())
+                var["status_message"].add(span.status.message.encode())
+                var["events"].add(_records(_SPAN_EVENTS_TAG, span.events))
+                var["links"].add(_records(_SPAN_LINKS_TAG, span.links))
+                fixed["flags"].append(span.flags)
+                fixed["kind"].append(span.kind)
+                fixed["start_time_unix_nano"].append(span.start_time_unix_nano)
+                fixed["end_time_unix_nano"].append(span.end_time_unix_nano)
+                fixed["status_code"].append(span.status.code)
+                fixed["dropped_attributes_count"].append(span.dropped_attributes_count)
+                fixed["dropped_events_count"].append(span.dropped_events_count)
+                fixed["dropped_links_count"].append(span.dropped_links_count)
+                fixed["resource_index"].append(resource_index)
+                fixed["scope_index"].append(scope_index)
+                for kv in span.attributes:
+                    _add_attribute(kv, attr, fixed)
+                n_attrs += len(span.attributes)
+                fixed["attr_offsets"].append(n_attrs)
+    var.update(attr)
+    return RawSpans(
+        n_spans=len(fixed["flags"]),
+        n_attrs=n_attrs,
+        var={name: v.buffers() for name, v in var.items()},
+        fixed={name: a.tobytes() for name, a in fixed.items()},
+        resources=resources,
+        resource_schema_urls=resource_urls,
+        scopes=scopes,
+        scope_schema_urls=scope_urls,
+    )
+
+
+def _add_attribute(kv, attr: dict[str, _Var], fixed: dict[str, array]) -> None:
+    kind = kv.value.WhichOneof("value") if kv.HasField("value") else None
+    text, integer, double, raw = b"", 0, 0.0, b""
+    if kind == "string_value":
+        code, text = AttrType.STRING, kv.value.string_value.encode()
+    elif kind == "bool_value":
+        code, integer = AttrType.BOOL, int(kv.value.bool_value)
+    elif kind == "int_value":
+        code, integer = AttrType.INT, kv.value.int_value
+    elif kind == "double_value":
+        code, double = AttrType.DOUBLE, kv.value.double_value
+    elif kind == "bytes_value":
+        code, raw = AttrType.BYTES, kv.value.bytes_value
+    elif kind == "array_value":
+        code, raw = AttrType.ARRAY, kv.value.array_value.SerializeToString(deterministic=True)
+    elif kind == "kvlist_value":
+        code, raw = AttrType.KVLIST, kv.value.kvlist_value.SerializeToString(deterministic=True)
+    else:
+        code = AttrType.EMPTY
+    attr["attr_key"].add(kv.key.encode())
+    attr["attr_str"].add(text)
+    attr["attr_bytes"].add(raw)
+    fixed["attr_type"].append(code)
+    fixed["attr_int"].append(integer)
+    fixed["attr_double"].append(double)

@@ -1,0 +1,79 @@
+"""A tenant's traces in the object store: write blocks, list them, find a trace across them.
+
+The one entry point services and the command line share (Tempo's ``tempodb``): it knows block format
+versions and the tenant index, and only the ``Backend`` interface of the store.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+
+from tracelake.backend import Backend
+from tracelake.block.meta import BlockMeta
+from tracelake.blocklist.tenant_index import (
+    BlockList,
+    list_blocks,
+    load_block_list,
+    write_tenant_index,
+)
+from tracelake.config import TraceStorageConfig
+from tracelake.encoding.v1.create import write_block
+from tracelake.encoding.v1.find_trace import BlockReader
+
+_READER_CACHE_SIZE = 1024
+_LOOKUP_THREADS = 8
+
+
+class TraceDB:
+    def __init__(self, backend: Backend, cfg: TraceStorageConfig) -> None:
+        self.backend = backend
+        self.cfg = cfg
+        self._readers: OrderedDict[str, BlockReader] = OrderedDict()
+        self._pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="tracelake-lookup")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self.backend.close()
+
+    def write_block(self, tenant: str, spans: pa.Table, *, update_index: bool = True, **kwargs) -> BlockMeta:
+        """Write one block of ``spans``; with ``update_index``, rebuild the tenant index after it."""
+        meta = write_block(self.backend, tenant, spans, self.cfg.block, **kwargs)
+        if update_index:
+            self.refresh_index(tenant)
+        return meta
+
+    def refresh_index(self, tenant: str) -> BlockList:
+        """Rebuild the tenant index from a listing (the source of truth) and return it."""
+        blocks = list_blocks(self.backend, tenant)
+        write_tenant_index(self.backend, tenant, blocks)
+        return blocks
+
+    def block_list(self, tenant: str) -> BlockList:
+        return load_block_list(self.backend, tenant, self.cfg.blocklist_poll_stale_tenant_index)
+
+    def reader(self, meta: BlockMeta) -> BlockReader:
+        reader = self._readers.get(meta.block_id)
+        if reader is None:
+            reader = BlockReader(self.backend, meta)
+            self._readers[meta.block_id] = reader
+            if len(self._readers) > _READER_CACHE_SIZE:
+                self._readers.popitem(last=False)
+        else:
+            self._readers.move_to_end(meta.block_id)
+        return reader
+
+    def find_trace(self, tenant: str, trace_id: bytes) -> pa.Table | None:
+        """Spans of ``trace_id`` from every block that holds some of them, or None."""
+        hex_id = trace_id.hex()
+        candidates = [m for m in self.block_list(tenant).metas if m.min_id <= hex_id <= m.max_id]
+        parts = [
+            t
+            for t in self._pool.map(lambda m: self.reader(m).find_trace(trace_id), candidates)
+            if t is not None
+        ]
+        if not parts:
+            return None
+        return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]

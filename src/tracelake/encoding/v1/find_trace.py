@@ -1,0 +1,93 @@
+"""Find one trace in a block: id range, then one bloom shard, then one row group of ``data.parquet``.
+
+A missing id is usually answered by the bloom alone (microseconds, once the shard is cached); a present
+one costs a single row-group read, because writers never split a trace across row groups.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tracelake.backend import Backend
+from tracelake.block import keys
+from tracelake.block.meta import BlockMeta
+from tracelake.bloom import BloomShard, ShardedBloom, hash_trace_id
+from tracelake.encoding import check_format
+from tracelake.encoding.v1.layout import from_block_rows
+from tracelake.errors import BlockFormatError, ObjectNotFoundError
+
+
+class BlockReader:
+    """Reads one block; caches its bloom shards and parsed Parquet footer for repeated lookups."""
+
+    def __init__(self, backend: Backend, meta: BlockMeta) -> None:
+        check_format(meta.format, f"block {meta.tenant_id}/{meta.block_id}")
+        self.backend = backend
+        self.meta = meta
+        self._max_ids = [rg.max_id for rg in meta.row_groups]
+        self._shards: dict[int, BloomShard] = {}
+        self._parquet: pq.ParquetFile | None = None
+        self._lock = threading.Lock()
+
+    def _key(self, name: str) -> str:
+        return keys.block_key(self.meta.tenant_id, self.meta.block_id, name)
+
+    def _where(self, name: str) -> str:
+        return f"block {self.meta.tenant_id}/{self.meta.block_id}: {name}"
+
+    def _shard(self, index: int) -> BloomShard:
+        shard = self._shards.get(index)
+        if shard is None:
+            name = keys.bloom_name(index)
+            try:
+                shard = BloomShard.from_bytes(self.backend.read(self._key(name)))
+            except ObjectNotFoundError as exc:
+                raise BlockFormatError(f"{self._where(name)} is missing") from exc
+            self._shards[index] = shard
+        return shard
+
+    def parquet(self) -> pq.ParquetFile:
+        with self._lock:
+            if self._parquet is None:
+                try:
+                    self._parquet = pq.ParquetFile(self.backend.open_input_file(self._key(keys.DATA)))
+                except ObjectNotFoundError as exc:
+                    raise BlockFormatError(f"{self._where(keys.DATA)} is missing") from exc
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
+            return self._parquet
+
+    def may_contain(self, trace_id: bytes) -> bool:
+        hex_id = trace_id.hex()
+        if hex_id < self.meta.min_id or hex_id > self.meta.max_id:
+            return False
+        h = hash_trace_id(trace_id)
+        return self._shard(ShardedBloom.shard_of(h, self.meta.bloom_shards)).may_contain_hash(h)
+
+    def find_trace(self, trace_id: bytes) -> pa.Table | None:
+        """The trace's spans (SPAN_SCHEMA), or None when the block does not hold it."""
+        if not self.may_contain(trace_id):
+            return None
+        hex_id = trace_id.hex()
+        group = bisect_left(self._max_ids, hex_id)
+        if group == len(self._max_ids) or self.meta.row_groups[group].min_id > hex_id:
+            return None
+        rows = self._read_row_group(group)
+        found = rows.filter(pc.equal(rows["trace_id"], pa.scalar(trace_id, pa.binary(16))))
+        return from_block_rows(found) if found.num_rows else None
+
+    def _read_row_group(self, group: int) -> pa.Table:
+        try:
+            return self.parquet().read_row_group(group)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
+
+    def iter_spans(self):
+        """Every span of the block, one row group at a time (SPAN_SCHEMA tables)."""
+        for group in range(self.parquet().num_row_groups):
+            yield from_block_rows(self._read_row_group(group))

@@ -1,0 +1,144 @@
+"""Span table <-> the rows of ``data.parquet`` (format tl1). Pure functions, columnar throughout.
+
+Two columns are stored in a smaller form than the span table holds them (measured in design.md §3):
+* ``end_time_unix_nano`` becomes ``duration_nano`` (end - start, wrapping as uint64, so exact even for
+  end < start): durations compress far better than absolute times;
+* ``parent_span_id`` becomes ``parent_index``, the parent's row within its trace; only a parent that is
+  not in the trace keeps its id in ``parent_span_id``.
+Rows are sorted by trace id then start time, and a trace never spans two row groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tracelake.model.ids import id_matrix, trace_starts
+from tracelake.model.schema import SPAN_ID_BYTES, SPAN_SCHEMA
+
+
+def _block_schema() -> pa.Schema:
+    fields = []
+    for f in SPAN_SCHEMA:
+        if f.name == "parent_span_id":
+            fields.append(pa.field("parent_index", pa.int32()))
+            fields.append(pa.field("parent_span_id", pa.binary(SPAN_ID_BYTES)))
+        elif f.name == "end_time_unix_nano":
+            fields.append(pa.field("duration_nano", pa.uint64(), nullable=False))
+        else:
+            fields.append(f)
+    return pa.schema(fields)
+
+
+BLOCK_SCHEMA = _block_schema()
+
+
+def sort_spans(spans: pa.Table) -> pa.Table:
+    return spans.sort_by([("trace_id", "ascending"), ("start_time_unix_nano", "ascending")]).combine_chunks()
+
+
+def _first_row_of_trace(new_trace: np.ndarray) -> np.ndarray:
+    rows = np.arange(len(new_trace))
+    return np.maximum.accumulate(np.where(new_trace, rows, 0))
+
+
+def _keys(trace_ids: np.ndarray, span_ids: np.ndarray) -> pa.Array:
+    joined = np.ascontiguousarray(np.concatenate([trace_ids, span_ids], axis=1))
+    width = joined.shape[1]
+    return pa.Array.from_buffers(pa.binary(width), len(joined), [None, pa.py_buffer(joined)])
+
+
+def _parents(sorted_spans: pa.Table, new_trace: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """(parent_index, parent_span_id) columns for spans sorted by trace."""
+    n = sorted_spans.num_rows
+    trace_ids = id_matrix(sorted_spans["trace_id"])
+    span_ids = id_matrix(sorted_spans["span_id"])
+    parent = sorted_spans["parent_span_id"].combine_chunks()
+    offsets = np.frombuffer(parent.buffers()[1], dtype=np.int32)[parent.offset : parent.offset + n + 1]
+    has_parent = np.diff(offsets) == SPAN_ID_BYTES
+    rows = np.flatnonzero(has_parent)
+    data = np.frombuffer(parent.buffers()[2], dtype=np.uint8) if parent.buffers()[2] else None
+    parent_ids = (
+        data[offsets[rows][:, None] + np.arange(SPAN_ID_BYTES)]
+        if len(rows)
+        else np.zeros((0, SPAN_ID_BYTES), np.uint8)
+    )
+    found = pc.index_in(_keys(trace_ids[rows], parent_ids), value_set=_keys(trace_ids, span_ids))
+    found_np = pc.fill_null(found, -1).to_numpy()
+    resolved = found_np >= 0
+    index = np.zeros(n, np.int32)
+    index_valid = np.zeros(n, bool)
+    local = found_np[resolved] - _first_row_of_trace(new_trace)[rows[resolved]]
+    index[rows[resolved]] = local
+    index_valid[rows[resolved]] = True
+    unresolved = rows[~resolved]
+    raw = np.zeros((n, SPAN_ID_BYTES), np.uint8)
+    raw[unresolved] = parent_ids[~resolved]
+    raw_valid = np.zeros(n, bool)
+    raw_valid[unresolved] = True
+    parent_index = pa.array(index, pa.int32(), mask=~index_valid)
+    parent_span_id = pa.Array.from_buffers(
+        pa.binary(SPAN_ID_BYTES),
+        n,
+        [pa.array(raw_valid).buffers()[1] if not raw_valid.all() else None, pa.py_buffer(raw)],
+        null_count=int(n - raw_valid.sum()),
+    )
+    return parent_index, parent_span_id
+
+
+def to_block_rows(sorted_spans: pa.Table) -> pa.Table:
+    """Span table (sorted by ``sort_spans``) -> rows as stored in ``data.parquet``."""
+    new_trace = trace_starts(id_matrix(sorted_spans["trace_id"]))
+    parent_index, parent_span_id = _parents(sorted_spans, new_trace)
+    start = sorted_spans["start_time_unix_nano"].to_numpy()
+    end = sorted_spans["end_time_unix_nano"].to_numpy()
+    columns = []
+    for f in BLOCK_SCHEMA:
+        if f.name == "parent_index":
+            columns.append(parent_index)
+        elif f.name == "parent_span_id":
+            columns.append(parent_span_id)
+        elif f.name == "duration_nano":
+            columns.append(pa.array(end - start, pa.uint64()))  # uint64 wraps: exact for end < start
+        else:
+            columns.append(sorted_spans[f.name])
+    return pa.Table.from_arrays(columns, schema=BLOCK_SCHEMA)
+
+
+def from_block_rows(rows: pa.Table) -> pa.Table:
+    """Rows of ``data.parquet`` holding whole traces -> the span table (SPAN_SCHEMA)."""
+    rows = rows.combine_chunks()
+    new_trace = trace_starts(id_matrix(rows["trace_id"]))
+    parent_index = pc.fill_null(rows["parent_index"], -1).to_numpy().astype(np.int64)
+    has_index = parent_index >= 0
+    target = np.where(has_index, _first_row_of_trace(new_trace) + parent_index, 0)
+    from_index = rows["span_id"].take(pa.array(target, mask=~has_index)).cast(pa.binary())
+    raw = rows["parent_span_id"].cast(pa.binary())
+    parent = pc.coalesce(from_index, raw, pa.scalar(b"", pa.binary()))
+    start = rows["start_time_unix_nano"].to_numpy()
+    end = start + rows["duration_nano"].to_numpy()  # uint64 wraps back
+    columns = []
+    for f in SPAN_SCHEMA:
+        if f.name == "parent_span_id":
+            columns.append(parent)
+        elif f.name == "end_time_unix_nano":
+            columns.append(pa.array(end, pa.uint64()))
+        else:
+            columns.append(rows[f.name])
+    return pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
+
+
+def row_group_cuts(new_trace: np.ndarray, target_rows: int) -> list[int]:
+    """Row offsets where row groups start (plus the end): about ``target_rows`` each, never inside a trace."""
+    n = len(new_trace)
+    starts = np.append(np.flatnonzero(new_trace), n)
+    cuts, current = [0], 0
+    while current < n:
+        j = int(np.searchsorted(starts, current + max(target_rows, 1), side="right")) - 1
+        nxt = int(starts[j])
+        if nxt <= current:  # one trace bigger than a row group: it gets a group of its own
+            nxt = int(starts[np.searchsorted(starts, current, side="right")])
+        cuts.append(nxt)
+        current = nxt
+    return cuts

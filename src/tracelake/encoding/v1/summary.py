@@ -1,0 +1,97 @@
+"""The per-trace summary (``summary.parquet``): one row per trace, so search never scans spans for
+trace-level answers (start, duration, root service and name, span and error counts per service)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tracelake.model.ids import id_matrix, trace_starts
+
+STATUS_ERROR = 2
+
+SERVICE_STATS_TYPE = pa.struct(
+    [
+        pa.field("service", pa.string()),
+        pa.field("span_count", pa.int32(), nullable=False),
+        pa.field("error_count", pa.int32(), nullable=False),
+    ]
+)
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("trace_id", pa.binary(16), nullable=False),
+        pa.field("start_time_unix_nano", pa.uint64(), nullable=False),
+        pa.field("end_time_unix_nano", pa.uint64(), nullable=False),
+        pa.field("duration_nano", pa.uint64(), nullable=False),
+        pa.field("root_service_name", pa.string()),
+        pa.field("root_span_name", pa.string()),
+        pa.field("span_count", pa.int32(), nullable=False),
+        pa.field("error_count", pa.int32(), nullable=False),
+        pa.field("first_row", pa.int64(), nullable=False),  # the trace's first row in data.parquet
+        pa.field("service_stats", pa.list_(pa.field("item", SERVICE_STATS_TYPE, nullable=False))),
+    ]
+)
+
+
+def summarize(sorted_spans: pa.Table) -> pa.Table:
+    """Summary rows for a span table sorted by trace id (``layout.sort_spans``)."""
+    n = sorted_spans.num_rows
+    new_trace = trace_starts(id_matrix(sorted_spans["trace_id"]))
+    first_rows = np.flatnonzero(new_trace)
+    trace_of_row = np.cumsum(new_trace) - 1
+    start = sorted_spans["start_time_unix_nano"].to_numpy()
+    end = sorted_spans["end_time_unix_nano"].to_numpy()
+    is_error = (sorted_spans["status_code"].to_numpy() == STATUS_ERROR).astype(np.int32)
+    if n == 0:
+        return SUMMARY_SCHEMA.empty_table()
+    trace_start = np.minimum.reduceat(start, first_rows)
+    trace_end = np.maximum.reduceat(end, first_rows)
+    span_count = np.diff(np.append(first_rows, n)).astype(np.int32)
+    error_count = np.add.reduceat(is_error, first_rows).astype(np.int32)
+    # The root is a trace's earliest span without a parent; a trace whose root is missing uses its
+    # earliest span (rows are sorted by start within a trace).
+    parent_len = pc.binary_length(sorted_spans["parent_span_id"]).to_numpy()
+    root_rows = first_rows.copy()
+    roots = np.flatnonzero(parent_len == 0)
+    traces_with_root, first_root = np.unique(trace_of_row[roots], return_index=True)
+    root_rows[traces_with_root] = roots[first_root]
+    root_take = pa.array(root_rows)
+    service = sorted_spans["service_name"].cast(pa.string())
+    return pa.Table.from_arrays(
+        [
+            sorted_spans["trace_id"].take(pa.array(first_rows)),
+            pa.array(trace_start, pa.uint64()),
+            pa.array(trace_end, pa.uint64()),
+            pa.array(np.where(trace_end > trace_start, trace_end - trace_start, 0), pa.uint64()),
+            service.take(root_take),
+            sorted_spans["name"].take(root_take),
+            pa.array(span_count),
+            pa.array(error_count),
+            pa.array(first_rows, pa.int64()),
+            _service_stats(trace_of_row, service, is_error, len(first_rows)),
+        ],
+        schema=SUMMARY_SCHEMA,
+    )
+
+
+def _service_stats(
+    trace_of_row: np.ndarray, service: pa.ChunkedArray, is_error: np.ndarray, traces: int
+) -> pa.Array:
+    grouped = (
+        pa.table({"trace": trace_of_row, "service": service, "error": is_error})
+        .group_by(["trace", "service"], use_threads=False)
+        .aggregate([("error", "count"), ("error", "sum")])
+        .sort_by([("trace", "ascending"), ("service", "ascending")])
+    )
+    trace_col = grouped["trace"].to_numpy()
+    offsets = np.searchsorted(trace_col, np.arange(traces + 1)).astype(np.int32)
+    items = pa.StructArray.from_arrays(
+        [
+            grouped["service"].combine_chunks(),
+            grouped["error_count"].cast(pa.int32()).combine_chunks(),
+            grouped["error_sum"].cast(pa.int32()).combine_chunks(),
+        ],
+        fields=list(SERVICE_STATS_TYPE),
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), items)

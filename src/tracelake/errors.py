@@ -1,0 +1,41 @@
+"""The errors a user can meet, each with a message that says what is wrong.
+
+Every failure that reaches the command line or an HTTP client is one of these, so callers can print one
+clear line (or map it to a status code) instead of a traceback.
+"""
+
+
+class TracelakeError(Exception):
+    """Base of every error tracelake reports to a user."""
+
+
+class ConfigError(TracelakeError):
+    """The configuration file or an environment override is invalid."""
+
+
+class InvalidInputError(TracelakeError):
+    """Input data (a file, a request body, a trace id) cannot be decoded."""
+
+
+class InvalidTraceIDError(InvalidInputError):
+    """A trace id is not 1 to 32 hex characters."""
+
+
+class BackendError(TracelakeError):
+    """The object store failed or refused a request."""
+
+
+class ObjectNotFoundError(BackendError):
+    """The object store holds no object under the requested key."""
+
+
+class BackendAuthError(BackendError):
+    """The object store refused our credentials."""
+
+
+class BlockFormatError(TracelakeError):
+    """A block is unreadable: unknown format version, corrupt or missing object."""
+
+
+class TraceNotFoundError(TracelakeError):
+    """No block holds the requested trace."""

@@ -1,0 +1,38 @@
+"""Trace and span ids: parsing what users type, and viewing id columns as numpy matrices."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+
+from tracelake.errors import InvalidTraceIDError
+
+_HEX = re.compile(r"[0-9a-fA-F]{1,32}")
+
+
+def parse_trace_id(text: str) -> bytes:
+    """16 bytes from 1–32 hex characters, left-padded with zeros as Tempo does (64-bit ids too)."""
+    value = text.strip()
+    if not _HEX.fullmatch(value):
+        reason = "too long" if len(value) > 32 else "not hex" if value else "empty"
+        raise InvalidTraceIDError(f"invalid trace id {text!r}: {reason} (expected 1 to 32 hex characters)")
+    return bytes.fromhex(value.rjust(32, "0"))
+
+
+def id_matrix(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A FixedSizeBinary column as an (n, width) uint8 matrix, without copying when possible."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    width = ids.type.byte_width
+    buf = np.frombuffer(ids.buffers()[1], dtype=np.uint8)
+    return buf[ids.offset * width : (ids.offset + len(ids)) * width].reshape(-1, width)
+
+
+def trace_starts(ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of rows that begin a new trace, for rows sorted by trace id."""
+    new = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        new[1:] = (ids[1:] != ids[:-1]).any(axis=1)
+    return new

@@ -1,0 +1,67 @@
+"""The tenant index: written by writers, used by readers, and bypassed when missing, stale or corrupt."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import pyarrow as pa
+
+from tracelake.backend import Backend
+from tracelake.block import keys
+from tracelake.blocklist.tenant_index import list_blocks, load_block_list, read_tenant_index, write_tenant_index
+from tracelake.codec.decode import decode_otlp
+from tracelake.config import BlockConfig
+from tracelake.encoding.v1.create import write_block
+from tracelake.synth import SynthConfig, generate_request_bytes
+
+
+def _write(backend: Backend, seed: int, tenant: str = "acme") -> str:
+    tables = [decode_otlp(p).table for p in generate_request_bytes(SynthConfig(traces=5, seed=seed))]
+    return write_block(backend, tenant, pa.concat_tables(tables), BlockConfig()).block_id
+
+
+def test_index_round_trip_and_readers_use_it(backend: Backend) -> None:
+    first = _write(backend, 1)
+    write_tenant_index(backend, "acme", list_blocks(backend, "acme"))
+    second = _write(backend, 2)  # written after the index: not in it yet
+    index = read_tenant_index(backend, "acme")
+    assert index is not None and [m.block_id for m in index.metas] == [first]
+    loaded = load_block_list(backend, "acme")
+    assert loaded.source == "index" and [m.block_id for m in loaded.metas] == [first]
+    assert sorted(m.block_id for m in list_blocks(backend, "acme").metas) == sorted([first, second])
+    payload = json.loads(gzip.decompress(backend.read(keys.tenant_index_key("acme"))))
+    assert set(payload) >= {"created_at", "meta", "compacted"}
+    assert payload["meta"][0]["blockID"] == first
+
+
+def test_missing_index_falls_back_to_listing(backend: Backend) -> None:
+    block = _write(backend, 1)
+    loaded = load_block_list(backend, "acme")
+    assert loaded.source == "listing" and [m.block_id for m in loaded.metas] == [block]
+
+
+def test_stale_index_falls_back_to_listing(backend: Backend) -> None:
+    _write(backend, 1)
+    write_tenant_index(backend, "acme", list_blocks(backend, "acme"))
+    _write(backend, 2)
+    time.sleep(0.05)
+    assert len(load_block_list(backend, "acme", max_index_age=3600).metas) == 1
+    fresh = load_block_list(backend, "acme", max_index_age=0.01)
+    assert fresh.source == "listing" and len(fresh.metas) == 2
+
+
+def test_corrupt_index_falls_back_to_listing(backend: Backend) -> None:
+    _write(backend, 1)
+    backend.write(keys.tenant_index_key("acme"), b"not gzip")
+    loaded = load_block_list(backend, "acme")
+    assert loaded.source == "listing" and len(loaded.metas) == 1
+
+
+def test_tenants_are_separate(backend: Backend) -> None:
+    _write(backend, 1, tenant="a")
+    _write(backend, 2, tenant="b")
+    assert len(list_blocks(backend, "a").metas) == 1
+    assert len(list_blocks(backend, "b").metas) == 1
+    assert {"a", "b"} <= set(backend.list_dirs(""))
