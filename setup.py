@@ -19,9 +19,7 @@ packages = find_packages("src")
 package_dir = {"tracelake": "src/tracelake"}
 for service in SERVICES:
     package_dir[f"tracelake.{service}"] = service
-    packages += [f"tracelake.{service}"] + [
-        f"tracelake.{service}.{sub}" for sub in find_packages(service)
-    ]
+    packages += [f"tracelake.{service}"] + [f"tracelake.{service}.{sub}" for sub in find_packages(service)]
 
 _BUILD_ERRORS = (CCompilerError, CompileError, ExecError, PlatformError, OSError)
 
@@ -70,7 +68,7 @@ class OptionalBuildExt(build_ext):
 otlpdecode = Extension(
     "tracelake.codec._otlpdecode",
     ["src/tracelake/codec/_otlpdecode.c"],
-    extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+    extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
 )
 
 setup(

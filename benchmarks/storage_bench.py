@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pyarrow as pa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -41,7 +40,7 @@ def _cpu() -> float:
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _row(name: str, value: str, note: str = "") -> None:
@@ -49,7 +48,9 @@ def _row(name: str, value: str, note: str = "") -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spans", type=int, default=1_000_000, help="about this many spans")
     parser.add_argument("--lookups", type=int, default=200)
     parser.add_argument("--row-group-spans", type=int, default=BlockConfig().parquet_row_group_size_spans)
@@ -111,24 +112,40 @@ def main() -> int:
             encode_ms.append((time.perf_counter() - t) * 1000)
 
     import_cpu = decode_cpu + write_cpu
-    print(f"\ntracelake storage benchmark: {spans:,} spans, {traces:,} traces, decoder={DECODER_NAME}, "
-          f"row groups of ~{args.row_group_spans} spans ({len(meta.row_groups)} groups); "
-          f"generated in {generate_s:.1f}s\n")
+    print(
+        f"\ntracelake storage benchmark: {spans:,} spans, {traces:,} traces, decoder={DECODER_NAME}, "
+        f"row groups of ~{args.row_group_spans} spans ({len(meta.row_groups)} groups); "
+        f"generated in {generate_s:.1f}s\n"
+    )
     print(f"| {'figure':<52} | {'value':>16} | {'compare':<44} |")
     print(f"|{'-' * 54}|{'-' * 18}|{'-' * 46}|")
     _row("OTLP protobuf bytes per span", f"{otlp_bytes / spans:.1f} B", "input")
-    _row("block bytes per span (all objects)", f"{block_bytes / spans:.1f} B",
-         f"goal <= 55 B; Tempo 2.7.2: {TEMPO_BYTES_PER_SPAN} B")
+    _row(
+        "block bytes per span (all objects)",
+        f"{block_bytes / spans:.1f} B",
+        f"goal <= 55 B; Tempo 2.7.2: {TEMPO_BYTES_PER_SPAN} B",
+    )
     _row("  of which data.parquet", f"{meta.files[keys.DATA] / spans:.1f} B", "")
     _row("  of which summary.parquet", f"{meta.files[keys.SUMMARY] / spans:.1f} B", "")
-    _row("  of which bloom", f"{sum(v for k, v in meta.files.items() if k.startswith('bloom')) / spans:.2f} B",
-         f"{meta.bloom_shards} shard(s)")
-    _row("ParseFromString alone, spans per CPU-second", f"{spans / parse_only_cpu:,.0f}", "the floor in Python")
-    _row("decode to Arrow, spans per CPU-second", f"{spans / decode_cpu:,.0f}",
-         f"{decode_cpu / parse_only_cpu:.2f}x ParseFromString's CPU")
+    _row(
+        "  of which bloom",
+        f"{sum(v for k, v in meta.files.items() if k.startswith('bloom')) / spans:.2f} B",
+        f"{meta.bloom_shards} shard(s)",
+    )
+    _row(
+        "ParseFromString alone, spans per CPU-second", f"{spans / parse_only_cpu:,.0f}", "the floor in Python"
+    )
+    _row(
+        "decode to Arrow, spans per CPU-second",
+        f"{spans / decode_cpu:,.0f}",
+        f"{decode_cpu / parse_only_cpu:.2f}x ParseFromString's CPU",
+    )
     _row("block write (sort, encode, zstd), spans per CPU-s", f"{spans / write_cpu:,.0f}", "")
-    _row("import (decode + write), spans per CPU-second", f"{spans / import_cpu:,.0f}",
-         f"{import_cpu / parse_only_cpu:.2f}x ParseFromString's CPU")
+    _row(
+        "import (decode + write), spans per CPU-second",
+        f"{spans / import_cpu:,.0f}",
+        f"{import_cpu / parse_only_cpu:.2f}x ParseFromString's CPU",
+    )
     _row("trace by id, first lookup (opens file, footer)", f"{cold_ms:.2f} ms", "")
     _row("trace by id, present, p50", f"{statistics.median(present):.2f} ms", "goal < 5 ms; Tempo p50 61 ms")
     _row("trace by id, present, p99", f"{_percentile(present, 0.99):.2f} ms", "goal < 20 ms")
@@ -141,7 +158,9 @@ def main() -> int:
 def _sample_ids(backend, meta, count: int) -> list[str]:
     import pyarrow.parquet as pq
 
-    summary = pq.read_table(pa.BufferReader(backend.read(keys.block_key("bench", meta.block_id, keys.SUMMARY))))
+    summary = pq.read_table(
+        pa.BufferReader(backend.read(keys.block_key("bench", meta.block_id, keys.SUMMARY)))
+    )
     ids = [t.hex() for t in summary["trace_id"].to_pylist()]
     return random.Random(0).sample(ids, min(count, len(ids)))
 

@@ -7,8 +7,11 @@ Storage fixtures (reuse them in any test that touches blocks):
 - ``backend``: ``open_backend(storage_config)``, closed (and its S3 prefix emptied) after the test.
 - ``s3_endpoint``: the session's S3 server as an ``S3Endpoint`` (moto in server mode as a subprocess,
   or the real store named by ``TRACELAKE_TEST_S3_ENDPOINT``). It starts only when a test needs it.
+  ``s3_endpoint.storage_config(**s3_overrides)`` gives a config under a fresh prefix;
+  ``s3_endpoint.client()`` a plain boto3 client for checks that go around the backend.
+- ``s3_auth_endpoint``: an S3 server that checks credentials, with keys it refuses.
 
-Every test that needs the S3 server gets the ``s3`` marker automatically, so ``pytest -m "not s3"``
+Every test that needs an S3 server gets the ``s3`` marker automatically, so ``pytest -m "not s3"``
 runs the fast local-only subset.
 """
 

@@ -25,6 +25,7 @@ Requests stay small (at most a few dozen spans) so property tests run fast.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -76,6 +77,7 @@ COMMON_SPAN_KEYS: tuple[str, ...] = (
 )
 
 
+@functools.cache
 def _texts(max_size: int = 20) -> SearchStrategy[str]:
     """Short strings, biased towards the empty string and ASCII but reaching all of Unicode."""
     return st.one_of(
@@ -83,16 +85,19 @@ def _texts(max_size: int = 20) -> SearchStrategy[str]:
     )
 
 
+@functools.cache
 def _non_zero(size: int) -> SearchStrategy[bytes]:
     # Mapped rather than filtered: hypothesis favours zero bytes, so a filter would reject a lot.
     return st.binary(min_size=size, max_size=size).map(lambda b: b if any(b) else b[:-1] + b"\x01")
 
 
+@functools.cache
 def trace_ids() -> SearchStrategy[bytes]:
     """16 bytes, not all zero (an all-zero trace id is invalid and refused by the decoder)."""
     return _non_zero(16)
 
 
+@functools.cache
 def span_ids() -> SearchStrategy[bytes]:
     """8 bytes, not all zero."""
     return _non_zero(8)
@@ -102,10 +107,12 @@ def span_ids() -> SearchStrategy[bytes]:
 # Values and attributes
 
 
+@functools.cache
 def _doubles() -> SearchStrategy[float]:
     return st.one_of(st.floats(allow_nan=False), st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan]))
 
 
+@functools.cache
 def _scalar_values() -> SearchStrategy[AnyValue]:
     return st.one_of(
         _texts(30).map(lambda v: AnyValue(string_value=v)),
@@ -128,10 +135,12 @@ def _make_key_value(key: str, value: AnyValue) -> KeyValue:
     return kv
 
 
+@functools.cache
 def _keys() -> SearchStrategy[str]:
     return st.one_of(st.sampled_from(COMMON_SPAN_KEYS), st.sampled_from(["k", "a.b", "x" * 40]), _texts(16))
 
 
+@functools.cache
 def any_values(max_depth: int = 2) -> SearchStrategy[AnyValue]:
     """Any AnyValue: every scalar kind, the empty value, and arrays / kvlists nested to ``max_depth``."""
     if max_depth <= 0:
@@ -144,6 +153,7 @@ def any_values(max_depth: int = 2) -> SearchStrategy[AnyValue]:
     return st.one_of(_scalar_values(), arrays, kvlists)
 
 
+@functools.cache
 def key_values() -> SearchStrategy[KeyValue]:
     """One attribute: any key (common semantic-convention keys often), any value."""
     return _key_value(_keys(), any_values())
@@ -152,6 +162,7 @@ def key_values() -> SearchStrategy[KeyValue]:
 _HTTP_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "_OTHER", "get"]
 
 
+@functools.cache
 def _typed_common_attribute() -> SearchStrategy[KeyValue]:
     """A well-known key with its usual type, or a plausible wrong one (int as string and vice versa)."""
     method = st.sampled_from(_HTTP_METHODS)
@@ -172,24 +183,34 @@ def _typed_common_attribute() -> SearchStrategy[KeyValue]:
         "rpc.method": st.sampled_from(["GetCart", "PlaceOrder"]).map(lambda v: AnyValue(string_value=v)),
         "service.name": st.sampled_from(["frontend", "cart"]).map(lambda v: AnyValue(string_value=v)),
     }
+    as_string = code.map(lambda v: AnyValue(string_value=str(v)))  # "200"
+    as_int = st.integers(0, 10).map(lambda v: AnyValue(int_value=v))
     wrong = st.one_of(
-        code.map(lambda v: AnyValue(string_value=str(v))),  # "200"
-        st.integers(0, 10).map(lambda v: AnyValue(int_value=v)),
         st.booleans().map(lambda v: AnyValue(bool_value=v)),
         st.floats(200, 599).map(lambda v: AnyValue(double_value=v)),
         st.just(AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="GET")]))),
         st.builds(AnyValue),
     )
-    return st.sampled_from(COMMON_SPAN_KEYS).flatmap(
-        lambda key: _key_value(st.just(key), st.one_of(typed[key], typed[key], wrong))
+    # Usual type half the time; otherwise the swapped scalar type (int <-> string) or something odd.
+    return st.one_of(
+        [
+            _key_value(
+                st.just(key),
+                st.one_of(typed[key], typed[key], as_int if key in _STRING_KEYS else as_string, wrong),
+            )
+            for key in COMMON_SPAN_KEYS
+        ]
     )
 
 
+_STRING_KEYS = frozenset(COMMON_SPAN_KEYS) - {"http.status_code", "http.response.status_code"}
+
+
+@functools.cache
 def attribute_lists(max_size: int = 12) -> SearchStrategy[list[KeyValue]]:
     """0..max_size attributes with unique keys, often including well-known keys."""
-    return st.lists(
-        st.one_of(_typed_common_attribute(), key_values()), max_size=max_size, unique_by=lambda kv: kv.key
-    )
+    common = _typed_common_attribute()
+    return st.lists(st.one_of(common, common, key_values()), max_size=max_size, unique_by=lambda kv: kv.key)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,10 +220,12 @@ _TRACE_STATES = ["", "rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE,rojo=00f067aa0b
 _REALISTIC_NANOS = st.integers(1_600_000_000 * 10**9, 1_900_000_000 * 10**9)
 
 
+@functools.cache
 def _trace_states() -> SearchStrategy[str]:
     return st.one_of(st.sampled_from(_TRACE_STATES), _texts(30))
 
 
+@functools.cache
 def _times() -> SearchStrategy[tuple[int, int]]:
     """(start, end): mostly realistic, occasionally anywhere in uint64 (end before start included)."""
     realistic = st.tuples(_REALISTIC_NANOS, st.integers(0, 10**11)).map(lambda t: (t[0], t[0] + t[1]))
@@ -210,10 +233,12 @@ def _times() -> SearchStrategy[tuple[int, int]]:
     return st.one_of(realistic, realistic, st.tuples(UINT64, UINT64), edges)
 
 
+@functools.cache
 def _dropped() -> SearchStrategy[int]:
     return st.one_of(st.just(0), st.just(0), st.integers(1, 5), UINT32)
 
 
+@functools.cache
 def _flags() -> SearchStrategy[int]:
     return st.one_of(st.sampled_from([0, 1, 0x100, 0x101, 0x301]), UINT32)
 
@@ -225,7 +250,7 @@ def _events(draw: st.DrawFn) -> Span.Event:
         name=draw(st.one_of(st.sampled_from(["exception", "message"]), _texts())),
         dropped_attributes_count=draw(_dropped()),
     )
-    event.attributes.extend(draw(attribute_lists(max_size=4)))
+    event.attributes.extend(draw(attribute_lists(max_size=3)))
     return event
 
 
@@ -238,16 +263,22 @@ def _links(draw: st.DrawFn) -> Span.Link:
         dropped_attributes_count=draw(_dropped()),
         flags=draw(_flags()),
     )
-    link.attributes.extend(draw(attribute_lists(max_size=3)))
+    link.attributes.extend(draw(attribute_lists(max_size=2)))
     return link
 
 
+_EVENT_LISTS = st.lists(_events(), max_size=3)
+_LINK_LISTS = st.lists(_links(), max_size=2)
+
+
+@functools.cache
 def _statuses() -> SearchStrategy[Status | None]:
     status = st.builds(Status, code=st.sampled_from([0, 1, 2]), message=_texts())
     # An empty Status is the same as none (module docstring): generate it as absent.
     return st.one_of(st.none(), status.map(lambda s: s if s.code or s.message else None))
 
 
+@functools.cache
 def _kinds() -> SearchStrategy[int]:
     return st.one_of(st.integers(0, 5), st.just(7))  # 7: an unknown kind from a newer SDK
 
@@ -273,8 +304,8 @@ def spans(draw: st.DrawFn, trace_id: bytes | SearchStrategy[bytes] | None = None
         dropped_links_count=draw(_dropped()),
     )
     span.attributes.extend(draw(attribute_lists()))
-    span.events.extend(draw(st.lists(_events(), max_size=3)))
-    span.links.extend(draw(st.lists(_links(), max_size=2)))
+    span.events.extend(draw(_EVENT_LISTS))
+    span.links.extend(draw(_LINK_LISTS))
     status = draw(_statuses())
     if status is not None:
         span.status.CopyFrom(status)
@@ -287,6 +318,7 @@ def spans(draw: st.DrawFn, trace_id: bytes | SearchStrategy[bytes] | None = None
 _SCHEMA_URLS = ["", "", "https://opentelemetry.io/schemas/1.24.0"]
 
 
+@functools.cache
 def _schema_urls() -> SearchStrategy[str]:
     return st.one_of(st.sampled_from(_SCHEMA_URLS), _texts(20))
 
@@ -316,28 +348,37 @@ def _scopes(draw: st.DrawFn) -> InstrumentationScope | None:
     return scope if scope.ByteSize() else None
 
 
+_ANY_SPANS = spans()
+_RESOURCES = _resources()
+_SCOPES = _scopes()
+
+
 @st.composite
 def export_requests(draw: st.DrawFn, max_spans: int = 24) -> ExportTraceServiceRequest:
     """1..3 ResourceSpans of 1..3 ScopeSpans of 0..8 spans each, at most ``max_spans`` spans in all.
 
     Spans come from a few traces, so traces share ids and are often split across resources and
     scopes; span ids are unique within the request; some parent ids point at another span of the
-    same trace (a real tree), others at spans that are not in the request (a partial trace).
+    same trace (a real tree), others at spans that are not in the request (a partial trace); parents
+    never form a cycle.
     """
     layout = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))  # scopes per resource
     slots = sum(layout)
     ids = draw(st.lists(trace_ids(), min_size=1, max_size=4, unique=True))
-    flat = draw(
-        st.lists(
-            spans(trace_id=st.sampled_from(ids)),
-            max_size=min(max_spans, 8 * slots),
-            unique_by=lambda s: s.span_id,
-        )
-    )
+    n = draw(st.integers(0, min(max_spans, 8 * slots)))
+    flat = draw(st.lists(_ANY_SPANS, min_size=n, max_size=n))
+    seen: set[bytes] = set()
+    for span in flat:
+        span.trace_id = ids[draw(st.integers(0, len(ids) - 1))]
+        while span.span_id in seen:  # unique within the request; fixed up rather than filtered
+            span.span_id = (int.from_bytes(span.span_id, "big") % (2**64 - 1) + 1).to_bytes(8, "big")
+        seen.add(span.span_id)
     for i, span in enumerate(flat):
         same_trace = [s.span_id for s in flat[:i] if s.trace_id == span.trace_id]
         if same_trace and draw(st.booleans()):
             span.parent_span_id = draw(st.sampled_from(same_trace))
+        elif span.parent_span_id in {s.span_id for s in flat[i:]}:
+            span.parent_span_id = b""  # parents only point backwards: no self-parents, no cycles
     buckets: list[list[Span]] = [[] for _ in range(slots)]
     for span in flat:
         slot = draw(st.integers(0, slots - 1))
@@ -349,12 +390,12 @@ def export_requests(draw: st.DrawFn, max_spans: int = 24) -> ExportTraceServiceR
     slot = 0
     for n_scopes in layout:
         rs = request.resource_spans.add(schema_url=draw(_schema_urls()))
-        resource = draw(_resources())
+        resource = draw(_RESOURCES)
         if resource is not None:
             rs.resource.CopyFrom(resource)
         for _ in range(n_scopes):
             ss = rs.scope_spans.add(schema_url=draw(_schema_urls()))
-            scope = draw(_scopes())
+            scope = draw(_SCOPES)
             if scope is not None:
                 ss.scope.CopyFrom(scope)
             ss.spans.extend(buckets[slot])
@@ -369,7 +410,8 @@ def export_requests(draw: st.DrawFn, max_spans: int = 24) -> ExportTraceServiceR
 def messages_equal(a: Message, b: Message) -> bool:
     """Exact equality via deterministic serialization: NaN equals NaN, -0.0 differs from 0.0.
 
-    ``==`` on protobuf messages compares floats numerically, so a NaN attribute never equals itself.
+    ``==`` on messages depends on the protobuf runtime: upb compares doubles bit for bit, the pure-Python
+    one numerically (NaN != NaN, -0.0 == 0.0). Serialized bytes are exact everywhere.
     """
     return type(a) is type(b) and a.SerializeToString(deterministic=True) == b.SerializeToString(
         deterministic=True

@@ -92,7 +92,7 @@ class BlockConfig(_Section):
     bloom_filter_false_positive: float = 0.01
     bloom_filter_shard_size_bytes: int = 100 * 1024
     # Spans per Parquet row group (rounded to whole traces): small groups make a lookup read little.
-    parquet_row_group_size_spans: int = 5000
+    parquet_row_group_size_spans: int = 4000
     parquet_zstd_level: int = 3
 
     @field_validator("bloom_filter_false_positive")

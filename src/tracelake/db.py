@@ -17,11 +17,13 @@ from tracelake.blocklist.tenant_index import (
     BlockList,
     list_blocks,
     load_block_list,
+    read_tenant_index,
     write_tenant_index,
 )
 from tracelake.config import TraceStorageConfig
 from tracelake.encoding.v1.create import write_block
 from tracelake.encoding.v1.find_trace import BlockReader
+from tracelake.errors import BlockFormatError
 
 _READER_CACHE_SIZE = 1024
 _LOOKUP_THREADS = 8
@@ -39,11 +41,23 @@ class TraceDB:
         self.backend.close()
 
     def write_block(self, tenant: str, spans: pa.Table, *, update_index: bool = True, **kwargs) -> BlockMeta:
-        """Write one block of ``spans``; with ``update_index``, rebuild the tenant index after it."""
+        """Write one block of ``spans``; with ``update_index``, add it to the tenant index."""
         meta = write_block(self.backend, tenant, spans, self.cfg.block, **kwargs)
         if update_index:
-            self.refresh_index(tenant)
+            self.add_to_index(tenant, meta)
         return meta
+
+    def add_to_index(self, tenant: str, meta: BlockMeta) -> None:
+        """Add one new block to the tenant index (one GET and one PUT, whatever the block count)."""
+        try:
+            blocks = read_tenant_index(self.backend, tenant)
+        except BlockFormatError:
+            blocks = None
+        if blocks is None:
+            blocks = list_blocks(self.backend, tenant)
+        if all(m.block_id != meta.block_id for m in blocks.metas):
+            blocks.metas.append(meta)
+        write_tenant_index(self.backend, tenant, blocks)
 
     def refresh_index(self, tenant: str) -> BlockList:
         """Rebuild the tenant index from a listing (the source of truth) and return it."""

@@ -1,7 +1,8 @@
 """Import OTLP files into blocks: decode each chunk, cut a block whenever enough spans are held.
 
-Memory stays bounded by ``max_block_bytes`` (Arrow bytes held before a cut) plus one block's sort. A
-failure stops the import; blocks already written are complete and stay, nothing half-written is seen.
+Memory stays bounded by ``max_block_bytes`` (Arrow bytes held before a cut) plus one block's sort. Each
+block joins the tenant index as soon as it is written. A failure stops the import; blocks already
+written are complete and stay, and nothing half-written is ever visible.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class _BlockCutter:
         if self.held:
             spans = pa.concat_tables(self.held)
             self.held, self.held_bytes = [], 0
-            self.stats.blocks.append(self.db.write_block(self.tenant, spans, update_index=False))
+            self.stats.blocks.append(self.db.write_block(self.tenant, spans))
 
 
 def import_files(
@@ -62,24 +63,20 @@ def import_files(
     stats = ImportStats()
     cutter = _BlockCutter(db, tenant, max_block_bytes, stats)
     done_before = 0
-    try:
-        for path in paths:
-            consumed = 0
-            for payload, consumed in iter_otlp_file(path):
-                try:
-                    decoded = decode_otlp(payload)
-                except InvalidInputError as exc:
-                    raise InvalidInputError(f"{path}: {exc}") from exc
-                stats.chunks += 1
-                stats.spans += decoded.table.num_rows
-                stats.rejected.update(decoded.rejected)
-                cutter.add(decoded.table)
-                if on_progress:
-                    on_progress(done_before + consumed)
-            done_before += consumed
-            stats.files += 1
-        cutter.flush()
-    finally:
-        if stats.blocks:
-            db.refresh_index(tenant)
+    for path in paths:
+        consumed = 0
+        for payload, consumed in iter_otlp_file(path):
+            try:
+                decoded = decode_otlp(payload)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{path}: {exc}") from exc
+            stats.chunks += 1
+            stats.spans += decoded.table.num_rows
+            stats.rejected.update(decoded.rejected)
+            cutter.add(decoded.table)
+            if on_progress:
+                on_progress(done_before + consumed)
+        done_before += consumed
+        stats.files += 1
+    cutter.flush()
     return stats

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tracelake.otlp.wire import encode_varint
+
 __all__ = ["SERVICE_NAMES", "SynthConfig", "generate_request_bytes", "generate_requests"]
 
 
@@ -78,21 +80,11 @@ def generate_request_bytes(cfg: SynthConfig) -> Iterator[bytes]:
 # Protobuf wire-format helpers. Field tags are written as byte literals: (field_number << 3) | wire_type.
 
 
-def _encode_varint(n: int) -> bytes:
-    n &= 0xFFFF_FFFF_FFFF_FFFF  # negative int64 values are encoded as 10-byte two's complement
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_VARINT_TABLE = tuple(_encode_varint(i) for i in range(1 << 14))
+_VARINT_TABLE = tuple(encode_varint(i) for i in range(1 << 14))
 
 
 def _varint(n: int) -> bytes:
-    return _VARINT_TABLE[n] if 0 <= n < 16384 else _encode_varint(n)
+    return _VARINT_TABLE[n] if 0 <= n < 16384 else encode_varint(n)
 
 
 def _ld(tag: bytes, payload: bytes) -> bytes:
@@ -803,6 +795,8 @@ class _Node:
 
 
 class _Generator:
+    """Builds the fleet once per config, then encodes traces request by request."""
+
     def __init__(self, cfg: SynthConfig) -> None:
         self.cfg = cfg
         world_rng = random.Random(f"tracelake-synth-world-{cfg.seed}")

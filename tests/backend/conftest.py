@@ -24,6 +24,9 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (to provoke read timeouts)
+    # Forward the request anyway and drop the real answer: a request that succeeded on the server
+    # but whose response the client never saw.
+    forward_first: bool = False
 
 
 def s3_error(status: int, code: str, message: str) -> Reply:
@@ -70,6 +73,8 @@ class HttpStub:
                     reply = stub._forward(self.command, self.path, dict(self.headers), body)
                 else:
                     stub.replied.append(index)
+                    if reply.forward_first:
+                        stub._forward(self.command, self.path, dict(self.headers), body)
                     if reply.delay and stub._released.wait(reply.delay):
                         return
                 self.send_response(reply.status)

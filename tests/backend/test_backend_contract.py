@@ -526,3 +526,18 @@ def test_local_open_input_file_of_empty_object(local: LocalBackend) -> None:
     local.write("t/empty", b"")
     with local.open_input_file("t/empty") as f:
         assert f.size() == 0
+
+
+def test_local_key_and_folder_cannot_share_a_name(local: LocalBackend) -> None:
+    local.write("t/a", b"object")
+    with pytest.raises(BackendError, match="cannot write"):
+        local.write("t/a/b", b"x")
+    with pytest.raises(BackendError, match="cannot write"):
+        local.write_if_absent("t/a/b", b"x")
+    local.write("t/dir/x", b"x")
+    with pytest.raises(BackendError, match="cannot write"):
+        local.write("t/dir", b"x")
+    with pytest.raises(BackendError, match="cannot write"):
+        local.write_if_absent("t/dir", b"x")
+    assert [o.key for o in local.list()] == ["t/a", "t/dir/x"]
+    assert os.listdir(local.root / RESERVED_TOP_LEVEL) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
 
 import pyarrow as pa
@@ -53,7 +54,9 @@ def test_random_traces_round_trip_exactly_through_a_block(backend: Backend, requ
     assume(spans.num_rows > 0)
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     meta = write_block(backend, tenant, spans, SMALL_GROUPS)
-    reader = BlockReader(backend, BlockMeta.from_bytes(backend.read(keys.block_key(tenant, meta.block_id, keys.META))))
+    reader = BlockReader(
+        backend, BlockMeta.from_bytes(backend.read(keys.block_key(tenant, meta.block_id, keys.META)))
+    )
     expected = canonical_spans(request)
     whole = pa.concat_tables(list(reader.iter_spans()))
     assert canonical_spans(spans_to_traces_data(whole)) == expected
@@ -75,7 +78,12 @@ def _synthetic_block(backend: Backend, tenant: str = "single-tenant", traces: in
 def test_meta_records_files_sizes_and_row_groups(backend: Backend) -> None:
     meta, _ = _synthetic_block(backend)
     stored = {info.key.split("/")[-1]: info.size for info in backend.list(f"single-tenant/{meta.block_id}/")}
-    assert set(stored) == {keys.DATA, keys.SUMMARY, keys.META, *(f"bloom-{i}" for i in range(meta.bloom_shards))}
+    assert set(stored) == {
+        keys.DATA,
+        keys.SUMMARY,
+        keys.META,
+        *(f"bloom-{i}" for i in range(meta.bloom_shards)),
+    }
     assert {k: v for k, v in stored.items() if k != keys.META} == meta.files
     assert meta.size == sum(meta.files.values())
     # Row groups cover every row once, in trace-id order, and never split a trace.
@@ -91,7 +99,8 @@ def test_missing_trace_is_answered_without_reading_data(backend: Backend) -> Non
     reader = BlockReader(backend, meta)
     # Pick ids inside the block's id range that the bloom rules out; then remove data.parquet: the
     # answer must come from the bloom alone.
-    candidates = [bytes.fromhex(meta.min_id[:-8] + f"{i:08x}") for i in range(1, 200)]
+    rng = random.Random(5)
+    candidates = [rng.randbytes(16) for _ in range(200)]
     absent = [c for c in candidates if meta.min_id < c.hex() < meta.max_id and not reader.may_contain(c)]
     assert absent, "expected ids the bloom rules out"
     backend.delete(keys.block_key("single-tenant", meta.block_id, keys.DATA))
@@ -117,7 +126,7 @@ def test_a_block_without_meta_json_is_invisible(backend: Backend) -> None:
 
 
 def test_truncated_data_parquet_gives_a_block_format_error(backend: Backend) -> None:
-    meta, payloads = _synthetic_block(backend, traces=20)
+    meta, _payloads = _synthetic_block(backend, traces=20)
     key = keys.block_key("single-tenant", meta.block_id, keys.DATA)
     backend.write(key, backend.read(key)[:-100])
     trace_id = bytes.fromhex(meta.min_id)

@@ -10,7 +10,12 @@ import pyarrow as pa
 
 from tracelake.backend import Backend
 from tracelake.block import keys
-from tracelake.blocklist.tenant_index import list_blocks, load_block_list, read_tenant_index, write_tenant_index
+from tracelake.blocklist.tenant_index import (
+    list_blocks,
+    load_block_list,
+    read_tenant_index,
+    write_tenant_index,
+)
 from tracelake.codec.decode import decode_otlp
 from tracelake.config import BlockConfig
 from tracelake.encoding.v1.create import write_block

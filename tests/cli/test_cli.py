@@ -23,7 +23,10 @@ from tracelake.synth import SynthConfig, generate_request_bytes
 def run(cwd: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     prefix = ["--config", str(config)] if config else []
     return subprocess.run(
-        [sys.executable, "-m", "tracelake.cli.main", *prefix, *args], cwd=cwd, capture_output=True, timeout=120
+        [sys.executable, "-m", "tracelake.cli.main", *prefix, *args],
+        cwd=cwd,
+        capture_output=True,
+        timeout=120,
     )
 
 
@@ -96,8 +99,9 @@ def test_every_file_format_imports_the_same_spans(tmp_path: Path) -> None:
         assert f"imported {spans} spans" in out, name
     trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
     results = {
-        canonical_spans(otlp_json_to_request(json.loads(ok(run(tmp_path, "trace", trace_id.hex(), "--tenant", t)))))
-        .__repr__()
+        canonical_spans(
+            otlp_json_to_request(json.loads(ok(run(tmp_path, "trace", trace_id.hex(), "--tenant", t))))
+        ).__repr__()
         for t in "abcd"
     }
     assert len(results) == 1

@@ -3,7 +3,8 @@
 Writes go to a temp file under ``<root>/.tracelake-tmp/``, are fsynced, then renamed into place, so a
 crash or a concurrent reader never sees half an object. Empty folders left by deletes are removed,
 and ``list_dirs`` ignores any that remain, so folders behave as on S3 (they exist only while they
-hold an object).
+hold an object). Unlike S3, a key cannot also be a folder here ("a" and "a/b" cannot both exist);
+tracelake's layout never needs that.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class LocalBackend(Backend):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         return path, os.fdopen(fd, "wb")
 
-    def _write_temp(self, fill: Callable[[BinaryIO], None]) -> Path:
+    def _write_temp(self, fill: Callable[[BinaryIO], object]) -> Path:
         """A fully written, fsynced temp file; removed again if anything fails."""
         tmp, fh = self._new_temp()
         try:
@@ -111,14 +112,20 @@ class LocalBackend(Backend):
             raise
         return tmp
 
-    def _publish(self, tmp: Path, target: Path, place: Callable[[Path, Path], None]) -> None:
+    def _publish(self, tmp: Path, target: Path, place: Callable[[Path, Path], object]) -> None:
         """Move a finished temp file to ``target``, creating folders.
 
         A concurrent delete may prune the parent folder between our mkdir and the rename, so a
         missing parent is retried a few times.
         """
         for attempt in range(5):
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError as exc:
+                # An object sits where a folder must be ("a" exists, writing "a/b"); not "taken".
+                raise NotADirectoryError(
+                    errno.ENOTDIR, "an object has the name of a folder of this key"
+                ) from exc
             try:
                 place(tmp, target)
                 break
@@ -179,10 +186,8 @@ class LocalBackend(Backend):
         try:
             self._publish(tmp, target, os.link)
             return True
-        except FileExistsError:
-            return False
         except OSError as exc:
-            if exc.errno == errno.EEXIST:
+            if exc.errno == errno.EEXIST and not target.is_dir():
                 return False
             raise BackendError(f"cannot write {key} in {self.description}: {exc.strerror or exc}") from exc
         finally:

@@ -418,6 +418,7 @@ class S3Backend(Backend):
                 "SIGNATUREDOESNOTMATCH",
                 "SIGNATURE_DOES_NOT_MATCH",
                 "HTTP RESPONSE CODE: 403",
+                "HTTP STATUS 403",
                 "CODE 15",
             )
         ):

@@ -12,31 +12,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tracelake.codec.raw import FIXED_COLUMNS, VAR_COLUMNS, RawSpans
 from tracelake.model.schema import AttrType
+from tracelake.otlp.wire import len_field
 
-_SPAN_EVENTS_TAG = (11 << 3) | 2
-_SPAN_LINKS_TAG = (13 << 3) | 2
+_SPAN_EVENTS_FIELD = 11
+_SPAN_LINKS_FIELD = 13
 _TYPECODES = {"<u4": "I", "<i4": "i", "<u8": "Q", "<i8": "q", "<f8": "d", "u1": "B"}
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _records(tag: int, messages) -> bytes:
+def _records(field_number: int, messages) -> bytes:
     """Re-frame repeated sub-messages as the wire records a Span would hold."""
-    parts = []
-    for msg in messages:
-        body = msg.SerializeToString(deterministic=True)
-        parts.append(_varint(tag) + _varint(len(body)) + body)
-    return b"".join(parts)
+    return b"".join(len_field(field_number, m.SerializeToString(deterministic=True)) for m in messages)
 
 
 class _Var:
@@ -83,8 +68,8 @@ def decode_request_py(data: bytes) -> RawSpans:
                 var["trace_state"].add(span.trace_state.encode())
                 var["name"].add(span.name.encode())
                 var["status_message"].add(span.status.message.encode())
-                var["events"].add(_records(_SPAN_EVENTS_TAG, span.events))
-                var["links"].add(_records(_SPAN_LINKS_TAG, span.links))
+                var["events"].add(_records(_SPAN_EVENTS_FIELD, span.events))
+                var["links"].add(_records(_SPAN_LINKS_FIELD, span.links))
                 fixed["flags"].append(span.flags)
                 fixed["kind"].append(span.kind)
                 fixed["start_time_unix_nano"].append(span.start_time_unix_nano)

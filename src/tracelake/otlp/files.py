@@ -37,6 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from tracelake.errors import InvalidInputError
 from tracelake.otlp.json_codec import otlp_json_to_request
+from tracelake.otlp.wire import len_field
 
 DEFAULT_BATCH_BYTES = 4 << 20
 
@@ -48,6 +49,7 @@ _JSON_WHITESPACE = b" \t\r\n"
 _UTF8_BOM = b"\xef\xbb\xbf"
 # Tag of TracesData/ExportTraceServiceRequest field 1 (resource_spans, length-delimited).
 _RESOURCE_SPANS_TAG = 0x0A
+_RESOURCE_SPANS_FIELD = 1
 _WIRE_VARINT, _WIRE_I64, _WIRE_LEN, _WIRE_I32 = 0, 1, 2, 5
 
 
@@ -354,7 +356,7 @@ def _read_json_document(
 def _add_request(batcher: _Batcher, req: ExportTraceServiceRequest) -> Iterator[tuple[bytes, int]]:
     """Batch per ResourceSpans so one huge document or line still yields bounded chunks."""
     for rs in req.resource_spans:
-        yield from batcher.add(_len_field(_RESOURCE_SPANS_TAG, rs.SerializeToString()))
+        yield from batcher.add(len_field(_RESOURCE_SPANS_FIELD, rs.SerializeToString()))
 
 
 def _json_to_request(obj: Any, where: str) -> ExportTraceServiceRequest:
@@ -462,7 +464,7 @@ def _read_protobuf(stream: _Stream, described: str, batcher: _Batcher) -> Iterat
                 )
             if field == 1:
                 where = f"the ResourceSpans at byte {offset}"
-                yield from batcher.add(_len_field(_RESOURCE_SPANS_TAG, payload), where=where)
+                yield from batcher.add(len_field(_RESOURCE_SPANS_FIELD, payload), where=where)
         elif wire == _WIRE_VARINT:
             if stream.read_varint() is None:
                 raise InvalidInputError(f"{described}: protobuf is truncated or corrupt at byte {offset}")
@@ -470,16 +472,3 @@ def _read_protobuf(stream: _Stream, described: str, batcher: _Batcher) -> Iterat
             width = 8 if wire == _WIRE_I64 else 4
             if len(stream.read(width)) < width:
                 raise InvalidInputError(f"{described}: protobuf is truncated at byte {offset}")
-
-
-def _len_field(tag: int, payload: bytes) -> bytes:
-    return bytes([tag]) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

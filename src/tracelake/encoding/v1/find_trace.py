@@ -18,7 +18,7 @@ from tracelake.block import keys
 from tracelake.block.meta import BlockMeta
 from tracelake.bloom import BloomShard, ShardedBloom, hash_trace_id
 from tracelake.encoding import check_format
-from tracelake.encoding.v1.layout import from_block_rows
+from tracelake.encoding.v1.layout import READ_AS_DICTIONARY, from_block_rows
 from tracelake.errors import BlockFormatError, ObjectNotFoundError
 
 
@@ -55,7 +55,10 @@ class BlockReader:
         with self._lock:
             if self._parquet is None:
                 try:
-                    self._parquet = pq.ParquetFile(self.backend.open_input_file(self._key(keys.DATA)))
+                    self._parquet = pq.ParquetFile(
+                        self.backend.open_input_file(self._key(keys.DATA)),
+                        read_dictionary=READ_AS_DICTIONARY,
+                    )
                 except ObjectNotFoundError as exc:
                     raise BlockFormatError(f"{self._where(keys.DATA)} is missing") from exc
                 except (pa.ArrowInvalid, OSError) as exc:
@@ -83,7 +86,7 @@ class BlockReader:
 
     def _read_row_group(self, group: int) -> pa.Table:
         try:
-            return self.parquet().read_row_group(group)
+            return self.parquet().read_row_group(group, use_threads=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
 
