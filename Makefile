@@ -27,15 +27,17 @@ format: install
 test: lint
 	$(BIN)/python -m pytest
 
-# Until the server lands, `make run` shows the storage engine end to end on the local backend
-# (./data): generate realistic traces, import them as blocks, list the blocks, print one trace.
+# Until the server lands, `make run` shows the storage engine end to end on the local backend: generate
+# realistic traces, import them as a block, list the blocks, print one trace. It uses a fresh store in
+# build/demo-data each time (./data, the default store, is left to your own imports).
+DEMO_ENV := TRACELAKE_STORAGE__TRACE__LOCAL__PATH=build/demo-data
 run: install
-	@mkdir -p build
+	@rm -rf build/demo-data && mkdir -p build
 	$(BIN)/tracelake generate $(DEMO_FILE) --traces 2000
-	$(BIN)/tracelake import $(DEMO_FILE)
-	$(BIN)/tracelake blocks
-	@id=$$($(BIN)/tracelake blocks --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[-1]["minID"])'); \
-	  echo "tracelake trace $$id"; $(BIN)/tracelake trace $$id --pretty | head -n 40; echo "..."
+	$(DEMO_ENV) $(BIN)/tracelake import $(DEMO_FILE)
+	$(DEMO_ENV) $(BIN)/tracelake blocks
+	@id=$$($(DEMO_ENV) $(BIN)/tracelake blocks --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["minID"])'); \
+	  echo "tracelake trace $$id"; $(DEMO_ENV) $(BIN)/tracelake trace $$id --pretty | head -n 40; echo "..."
 
 bench: install
 	$(BIN)/python benchmarks/storage_bench.py
