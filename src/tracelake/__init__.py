@@ -1,1 +1,3 @@
 """tracelake core library."""
+
+__version__ = "0.1.0"

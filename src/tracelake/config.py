@@ -59,6 +59,10 @@ def parse_duration(value: str | int | float) -> float:
     return total
 
 
+def _durations(*names: str):
+    return field_validator(*names, mode="before")(lambda v: parse_duration(v))
+
+
 class _Section(BaseModel):
     """Keys we do not know are kept (a Tempo file has many), and listed by ``unknown_keys``."""
 
@@ -103,8 +107,17 @@ class BlockConfig(_Section):
         return v
 
 
+class WALConfig(_Section):
+    path: str = "./wal"
+    # "always": a request is acknowledged only after an fsync that covers it (concurrent requests share
+    # one fsync); "never": written to the OS before the ack (survives a process crash, not a power cut).
+    fsync: Literal["always", "never"] = "always"
+    segment_bytes: int = 64 * 1024 * 1024
+
+
 class TraceStorageConfig(_Section):
     backend: Literal["local", "s3"] = "local"
+    wal: WALConfig = WALConfig()
     local: LocalStorageConfig = LocalStorageConfig()
     s3: S3StorageConfig = S3StorageConfig()
     block: BlockConfig = BlockConfig()
@@ -112,9 +125,7 @@ class TraceStorageConfig(_Section):
     # Readers list the bucket instead of trusting a tenant index older than this (0 = never).
     blocklist_poll_stale_tenant_index: float = 0.0
 
-    _durations = field_validator("blocklist_poll", "blocklist_poll_stale_tenant_index", mode="before")(
-        lambda v: parse_duration(v)
-    )
+    _d = _durations("blocklist_poll", "blocklist_poll_stale_tenant_index")
 
 
 class StorageConfig(_Section):
@@ -122,8 +133,89 @@ class StorageConfig(_Section):
 
 
 class IngesterConfig(_Section):
-    # A block is cut when the spans held for it reach this many bytes in memory (Tempo's key).
+    """Tempo's ingester keys and defaults."""
+
+    # A trace that received no span for this long moves from the live traces to the head block.
+    trace_idle_period: float = 10.0
+    # The head block is completed (written to the backend) after this long, or at this many bytes.
+    max_block_duration: float = 1800.0
     max_block_bytes: int = 500 * 1024 * 1024
+    # A completed block stays queryable from the ingester this long (readers poll the blocklist).
+    complete_block_timeout: float = 900.0
+    flush_check_period: float = 10.0
+
+    _d = _durations("trace_idle_period", "max_block_duration", "complete_block_timeout", "flush_check_period")
+
+
+class ServerConfig(_Section):
+    http_listen_address: str = "0.0.0.0"
+    http_listen_port: int = 3200
+    grpc_listen_port: int = 9095
+    graceful_shutdown_timeout: float = 30.0
+
+    _d = _durations("graceful_shutdown_timeout")
+
+
+# Receiver name -> (path of its config in distributor.receivers, Tempo's default endpoint).
+RECEIVERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "otlp_http": (("otlp", "protocols", "http"), "0.0.0.0:4318"),
+    "otlp_grpc": (("otlp", "protocols", "grpc"), "0.0.0.0:4317"),
+    "zipkin": (("zipkin",), "0.0.0.0:9411"),
+    "jaeger_grpc": (("jaeger", "protocols", "grpc"), "0.0.0.0:14250"),
+    "jaeger_thrift_http": (("jaeger", "protocols", "thrift_http"), "0.0.0.0:14268"),
+    "jaeger_thrift_compact": (("jaeger", "protocols", "thrift_compact"), "0.0.0.0:6831"),
+    "jaeger_thrift_binary": (("jaeger", "protocols", "thrift_binary"), "0.0.0.0:6832"),
+}
+
+
+class DistributorConfig(_Section):
+    # Tempo's layout; None means the section is absent: every receiver on its default endpoint.
+    receivers: dict[str, Any] | None = None
+    # Spans whose times lie outside [now - max_span_age, now + max_span_future] are refused.
+    max_span_age: float = 14 * 86400.0
+    max_span_future: float = 3600.0
+    # Largest request body accepted by the HTTP receivers (413 beyond it).
+    max_request_bytes: int = 20 * 1024 * 1024
+
+    _d = _durations("max_span_age", "max_span_future")
+
+    def enabled_receivers(self) -> dict[str, str]:
+        """Receiver name -> "host:port" for every receiver that is on."""
+        if self.receivers is None:
+            return {name: endpoint for name, (_, endpoint) in RECEIVERS.items()}
+        enabled: dict[str, str] = {}
+        for name, (path, default) in RECEIVERS.items():
+            node: Any = self.receivers
+            present = True
+            for part in path:
+                if not isinstance(node, dict) or part not in node:
+                    present = False
+                    break
+                node = node[part]
+            if present:
+                endpoint = node.get("endpoint") if isinstance(node, dict) else None
+                enabled[name] = str(endpoint or default)
+        return enabled
+
+
+class TenantLimits(_Section):
+    """Per-tenant limits (Tempo's flat ``overrides`` keys); 0 means unlimited."""
+
+    ingestion_rate_limit_bytes: int = 15_000_000
+    ingestion_burst_size_bytes: int = 20_000_000
+    max_bytes_per_trace: int = 5_000_000
+    max_attribute_bytes: int = 2048  # longer string values are truncated (and counted)
+
+
+class OverridesConfig(TenantLimits):
+    # A YAML file ``overrides: {<tenant>: {<limit>: value}}``, reloaded every period.
+    per_tenant_override_config: str = ""
+    per_tenant_override_period: float = 10.0
+
+    _d = _durations("per_tenant_override_period")
+
+    def defaults(self) -> TenantLimits:
+        return TenantLimits(**{k: getattr(self, k) for k in TenantLimits.model_fields})
 
 
 class Config(_Section):
@@ -131,6 +223,9 @@ class Config(_Section):
     multitenancy_enabled: bool = False
     storage: StorageConfig = StorageConfig()
     ingester: IngesterConfig = IngesterConfig()
+    server: ServerConfig = ServerConfig()
+    distributor: DistributorConfig = DistributorConfig()
+    overrides: OverridesConfig = OverridesConfig()
 
     def unknown_keys(self) -> list[str]:
         """Dotted paths of keys present in the file that no section implements."""
@@ -195,3 +290,23 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"config key {where}: {first['msg']} (got {first.get('input')!r})") from exc
+
+
+def load_tenant_overrides(path: str | Path, defaults: TenantLimits) -> dict[str, TenantLimits]:
+    """Per-tenant limits from a Tempo-style overrides file (``overrides: {tenant: {key: value}}``)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"overrides file {path}: {exc}") from exc
+    tenants = loaded.get("overrides", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(tenants, dict):
+        raise ConfigError(f"overrides file {path}: expected a mapping of tenant -> limits")
+    out: dict[str, TenantLimits] = {}
+    for tenant, values in tenants.items():
+        try:
+            out[str(tenant)] = defaults.model_copy(
+                update=TenantLimits.model_validate(values or {}).model_dump(exclude_unset=True)
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"overrides file {path}: tenant {tenant}: {exc.errors()[0]['msg']}") from exc
+    return out

@@ -12,6 +12,7 @@ from tracelake.errors import ConfigError
 TEMPO_STORAGE = """
 server:
   http_listen_port: 3200
+  log_level: info
 storage:
   trace:
     backend: s3
@@ -27,6 +28,8 @@ storage:
       prefix: traces
     wal:
       path: /var/tempo/wal
+    pool:
+      max_workers: 400
 """
 
 
@@ -44,7 +47,8 @@ def test_a_tempo_storage_section_loads_unchanged(tmp_path: Path) -> None:
         "traces",
     )
     assert cfg.storage.trace.blocklist_poll == 300.0
-    assert "storage.trace.wal" in cfg.unknown_keys() and "server" in cfg.unknown_keys()
+    assert cfg.storage.trace.wal.path == "/var/tempo/wal"
+    assert "storage.trace.pool" in cfg.unknown_keys() and "server.log_level" in cfg.unknown_keys()
 
 
 def test_env_expansion_and_overrides(tmp_path: Path) -> None:

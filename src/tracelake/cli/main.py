@@ -11,12 +11,14 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from tracelake.backend import open_backend
 from tracelake.config import DEFAULT_TENANT, Config, load_config
 from tracelake.db import TraceDB
 from tracelake.errors import TracelakeError
+from tracelake.logs import setup_logging
 
 EXIT_NOT_FOUND = 1
 EXIT_ERROR = 2
@@ -150,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         help="YAML config file (default: ./tracelake.yaml if present, else built-in defaults)",
     )
-    parser.add_argument("--log-level", default="warning", help="debug, info, warning or error")
+    parser.add_argument(
+        "--log-level", help="debug, info, warning or error (default: warning; info for servers)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def tenant_arg(p: argparse.ArgumentParser) -> None:
@@ -180,16 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=("proto", "jsonl"), default="proto")
     p.set_defaults(run=cmd_generate)
+
+    # Services add their own commands (serve, ...) through entry points: the core never imports them.
+    for entry in entry_points(group="tracelake.commands"):
+        entry.load()(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="level=%(levelname)s logger=%(name)s msg=%(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.log_level or getattr(args, "logs", "warning"))
     try:
         cfg = load_config(args.config)
         for key in cfg.unknown_keys():
@@ -201,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tracelake: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `tracelake trace ID | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

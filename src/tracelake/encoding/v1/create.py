@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tracelake import failpoints
 from tracelake.backend import Backend
 from tracelake.block import keys
 from tracelake.block.meta import FORMAT_V1, BlockMeta, RowGroupRange
@@ -141,5 +142,6 @@ def write_block(
         replaces=list(replaces or []),
         created_at=datetime.fromtimestamp(time.time(), UTC).isoformat(),
     )
+    failpoints.hit("block.before_meta")
     backend.write(keys.block_key(tenant, block_id, keys.META), meta.to_bytes())
     return meta

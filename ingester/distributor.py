@@ -1,0 +1,73 @@
+"""The distributor: what every receiver pushes into (``tracelake.push.SpanPusher``).
+
+Applies the tenant's limits (request size, ingestion rate), decodes and validates the spans, and hands
+them to the ingester, which makes them durable before ``push`` returns. In one process the ingester is
+called directly; in microservices mode this is where the RPC to the ingesters will go.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from tracelake.codec.validate import prepare_spans
+from tracelake.config import Config
+from tracelake.errors import InvalidInputError
+from tracelake.ingester import metrics
+from tracelake.ingester.ingester import Ingester
+from tracelake.ingester.limits import Overrides, RateLimiter
+from tracelake.push import PushError, PushResult
+
+
+class Distributor:
+    def __init__(self, cfg: Config, ingester: Ingester, overrides: Overrides) -> None:
+        self.cfg = cfg
+        self.ingester = ingester
+        self.overrides = overrides
+        self.rate_limiter = RateLimiter()
+
+    def push(self, tenant: str, otlp: bytes, *, protocol: str) -> PushResult:
+        started = time.monotonic()
+        try:
+            return self._push(tenant, otlp)
+        except PushError as exc:
+            metrics.receiver_requests.labels(protocol, exc.reason).inc()
+            raise
+        finally:
+            metrics.push_duration.observe(time.monotonic() - started)
+
+    def _push(self, tenant: str, otlp: bytes) -> PushResult:
+        limit = self.cfg.distributor.max_request_bytes
+        if limit and len(otlp) > limit:
+            raise PushError(
+                413,
+                f"request of {len(otlp)} bytes exceeds the limit of {limit} bytes",
+                reason="request_too_large",
+            )
+        limits = self.overrides.for_tenant(tenant)
+        wait = self.rate_limiter.take(
+            tenant, len(otlp), limits.ingestion_rate_limit_bytes, limits.ingestion_burst_size_bytes
+        )
+        if wait:
+            message = (
+                f"ingestion rate limit ({limits.ingestion_rate_limit_bytes} bytes/s, burst "
+                f"{limits.ingestion_burst_size_bytes} bytes) exceeded for tenant {tenant}"
+            )
+            retry = None if math.isinf(wait) else max(1.0, math.ceil(wait))
+            if retry is None:
+                message += f": a request of {len(otlp)} bytes can never pass; send smaller requests"
+            raise PushError(429, message, reason="rate_limited", retry_after=retry)
+        received = time.time_ns()
+        try:
+            prepared = prepare_spans(otlp, received, self.ingester.rules(tenant))
+        except InvalidInputError as exc:
+            raise PushError(400, str(exc), reason="invalid_request") from exc
+        outcome = self.ingester.push(tenant, prepared, otlp, received)
+        if prepared.truncated_attributes:
+            metrics.attributes_truncated.labels(tenant).inc(prepared.truncated_attributes)
+        for reason, count in outcome.refused.items():
+            metrics.discarded_spans.labels(tenant, reason).inc(count)
+        if outcome.accepted:
+            metrics.spans_received.labels(tenant).inc(outcome.accepted)
+            metrics.bytes_received.labels(tenant).inc(len(otlp))
+        return PushResult(accepted_spans=outcome.accepted, rejected=outcome.refused)

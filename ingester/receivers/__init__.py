@@ -1,0 +1,1 @@
+"""Receivers: each protocol's transport, turning requests into OTLP bytes for a ``SpanPusher``."""
