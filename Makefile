@@ -7,7 +7,7 @@ BIN := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin,$(VENV)/bin)
 STAMP := $(BIN)/.tracelake-installed
 DEMO_FILE := build/demo-traces.pb
 
-.PHONY: install lint format test run bench clean
+.PHONY: install lint format test run demo bench clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard src/tracelake/codec/*.c)
 	@if [ -z "$$VIRTUAL_ENV" ] && [ ! -x $(VENV)/bin/python ]; then $(PYTHON) -m venv $(VENV); fi
@@ -27,11 +27,15 @@ format: install
 test: lint
 	$(BIN)/python -m pytest
 
-# Until the server lands, `make run` shows the storage engine end to end on the local backend: generate
-# realistic traces, import them as a block, list the blocks, print one trace. It uses a fresh store in
-# build/demo-data each time (./data, the default store, is left to your own imports).
-DEMO_ENV := TRACELAKE_STORAGE__TRACE__LOCAL__PATH=build/demo-data
+# `make run`: the whole system in one process on the embedded default (local directory ./data, WAL in
+# ./wal): OTLP on 4317/4318, Zipkin on 9411, Jaeger on 14250/14268/6831/6832, the API on 3200.
 run: install
+	$(BIN)/tracelake serve
+
+# `make demo`: the storage engine on its own: generate realistic traces, import them into a fresh
+# store (build/demo-data), list the blocks, print one trace.
+DEMO_ENV := TRACELAKE_STORAGE__TRACE__LOCAL__PATH=build/demo-data
+demo: install
 	@rm -rf build/demo-data && mkdir -p build
 	$(BIN)/tracelake generate $(DEMO_FILE) --traces 2000
 	$(DEMO_ENV) $(BIN)/tracelake import $(DEMO_FILE)
@@ -41,6 +45,7 @@ run: install
 
 bench: install
 	$(BIN)/python benchmarks/storage_bench.py
+	$(BIN)/python benchmarks/ingest_bench.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -29,7 +30,9 @@ from tracelake.ingester.receivers.http import HTTPReceiver, Response, _lifespan,
 
 log = logging.getLogger(__name__)
 
-PUSH_THREADS = 8
+# Decoding is C and numpy, but the GIL still serialises much of a push: more threads than cores
+# only add contention (measured: 2 threads 100.6k, 8 threads 90.7k spans per CPU-second on 2 cores).
+PUSH_THREADS = max(2, os.cpu_count() or 2)
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:

@@ -27,12 +27,11 @@ class Distributor:
         self.rate_limiter = RateLimiter()
 
     def push(self, tenant: str, otlp: bytes, *, protocol: str) -> PushResult:
+        # Refusals are counted by the receiver (tracelake_receiver_requests_total), which also sees
+        # those raised before the distributor; counting here too would count them twice.
         started = time.monotonic()
         try:
             return self._push(tenant, otlp)
-        except PushError as exc:
-            metrics.receiver_requests.labels(protocol, exc.reason).inc()
-            raise
         finally:
             metrics.push_duration.observe(time.monotonic() - started)
 

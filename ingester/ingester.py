@@ -74,6 +74,11 @@ class Ingester:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self.ready = False
+        # Head blocks waiting to be written may hold at most this much before pushes are refused.
+        self.max_pending_flush_bytes = 2 * cfg.ingester.max_block_bytes
+
+    def pending_flush_bytes(self) -> int:
+        return sum(h.bytes for inst in list(self.instances.values()) for h in list(inst.flushing))
 
     # ----- lifecycle
 
@@ -212,6 +217,8 @@ class Ingester:
         metrics.blocks_flushed.labels(tenant).inc()
         self._completed.setdefault(tenant, []).append((meta, time.monotonic()))
         self.instance(tenant).flushed(head)
+        del head
+        pa.default_memory_pool().release_unused()  # a block's sort copies are freed: give them back
         self.cleanup_wal()
         failpoints.hit("flush.after_cleanup")
         log.info(

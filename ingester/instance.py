@@ -21,6 +21,7 @@ REASON_TRACE_TOO_LARGE = "trace_too_large"
 class Batch:
     table: pa.Table
     segment: int
+    trace_ids: list[bytes] = field(default_factory=list)  # distinct ids in ``table`` (empty: unknown)
 
 
 @dataclass
@@ -38,8 +39,9 @@ class HeadBlock:
 
 
 def _trace_counts(table: pa.Table) -> tuple[list[bytes], np.ndarray]:
-    counts = table.group_by("trace_id", use_threads=False).aggregate([("trace_id", "count")])
-    return counts["trace_id"].to_pylist(), counts["trace_id_count"].to_numpy()
+    """Distinct trace ids of a batch and their span counts (value_counts: no query-engine set-up)."""
+    counts = pc.value_counts(table["trace_id"])
+    return counts.field("values").to_pylist(), counts.field("counts").to_numpy()
 
 
 class TenantInstance:
@@ -75,33 +77,46 @@ class TenantInstance:
             else:
                 refused_spans = 0
             if table.num_rows:
-                self.live.append(Batch(table, segment))
+                self.live.append(
+                    Batch(table, segment, [t for t in ids if t not in refused] if refused else ids)
+                )
         return table, refused_spans
 
     def cut_idle(self, now: float, idle_period: float, everything: bool = False) -> int:
-        """Move traces idle for ``idle_period`` (all, with ``everything``) to the head block."""
+        """Move traces idle for ``idle_period`` (all, with ``everything``) to the head block.
+
+        A batch whose traces are all idle moves as it is (no copy); in real traffic that is nearly
+        every batch, since a request carries whole traces. Only batches mixing idle and live traces
+        are split, with one filter over all of them.
+        """
         with self.lock:
             if not self.live:
                 return 0
-            if everything:
-                idle = list(self.last_seen)
-            else:
-                cutoff = now - idle_period
-                idle = [t for t, seen in self.last_seen.items() if seen <= cutoff]
+            cutoff = float("inf") if everything else now - idle_period
+            last_seen = self.last_seen
+            idle = {t for t, seen in last_seen.items() if seen <= cutoff}
             if not idle:
                 return 0
-            idle_set = pa.array(idle, pa.binary(16))
-            still_live: list[Batch] = []
+            keep: list[Batch] = []
+            mixed: list[Batch] = []
             for batch in self.live:
-                mask = pc.is_in(batch.table["trace_id"], idle_set)
-                moving = batch.table.filter(mask)
-                if moving.num_rows:
-                    self._add_to_head(Batch(moving, batch.segment), now)
-                if moving.num_rows < batch.table.num_rows:
-                    still_live.append(Batch(batch.table.filter(pc.invert(mask)), batch.segment))
-            self.live = still_live
+                idle_here = sum(1 for t in batch.trace_ids if t in idle)
+                if idle_here == len(batch.trace_ids):
+                    self._add_to_head(batch, now)
+                elif idle_here == 0:
+                    keep.append(batch)
+                else:
+                    mixed.append(batch)
+            if mixed:
+                table = pa.concat_tables([b.table for b in mixed])
+                segment = min(b.segment for b in mixed)  # the merged batch needs its oldest segment
+                mask = pc.is_in(table["trace_id"], pa.array(list(idle), pa.binary(16)))
+                self._add_to_head(Batch(table.filter(mask), segment), now)
+                remaining = [t for b in mixed for t in b.trace_ids if t not in idle]
+                keep.append(Batch(table.filter(pc.invert(mask)), segment, list(dict.fromkeys(remaining))))
+            self.live = keep
             for trace_id in idle:
-                del self.last_seen[trace_id]
+                del last_seen[trace_id]
                 self.trace_bytes.pop(trace_id, None)
             return len(idle)
 

@@ -106,6 +106,7 @@ class HTTPReceiver:
             metrics.receiver_requests.labels(self.name, "ok").inc()
         except PushError as exc:
             response = route.answer(request, None, exc)
+            metrics.receiver_requests.labels(self.name, exc.reason).inc()
         except Exception:
             log.exception("receiver failed", extra={"receiver": self.name})
             error = PushError(500, "internal error; the request was not accepted", reason="internal")

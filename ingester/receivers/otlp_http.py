@@ -27,11 +27,17 @@ def convert(request: Request) -> bytes:
     if request.content_type in (PROTOBUF, "application/protobuf"):
         return request.body
     if request.content_type == JSON:
+        # RecursionError: deep nesting is the client's fault (400), not an internal error (500).
         try:
             document = json.loads(request.body)
+        except RecursionError:
+            raise InvalidInputError("body is JSON nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"body is not valid JSON: {exc}") from exc
-        return otlp_json_to_request(document).SerializeToString()
+        try:
+            return otlp_json_to_request(document).SerializeToString()
+        except RecursionError:
+            raise InvalidInputError("OTLP JSON nested too deeply") from None
     raise PushError(
         415,
         f"unsupported Content-Type {request.content_type or '(none)'!r}: use {PROTOBUF} or {JSON}",

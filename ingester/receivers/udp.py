@@ -45,3 +45,6 @@ class AgentProtocol(asyncio.DatagramProtocol):
         except PushError as exc:
             metrics.receiver_requests.labels(self.name, exc.reason).inc()
             log.warning("datagram refused", extra={"receiver": self.name, "error": str(exc)})
+        except Exception:  # a bug: count and log it here, or it dies unseen in the executor's future
+            metrics.receiver_requests.labels(self.name, "internal").inc()
+            log.exception("receiver failed", extra={"receiver": self.name})

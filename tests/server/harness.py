@@ -54,8 +54,14 @@ class Server:
         config: dict[str, Any] = {
             "server": {"http_listen_address": "127.0.0.1", "http_listen_port": self.ports["api"]},
             "distributor": {"receivers": receivers},
-            "ingester": {"trace_idle_period": "1s", "max_block_duration": "2s", "flush_check_period": "200ms"},
-            "storage": {"trace": {"local": {"path": str(self.root / "data")}, "wal": {"path": str(self.root / "wal")}}},
+            "ingester": {
+                "trace_idle_period": "1s",
+                "max_block_duration": "2s",
+                "flush_check_period": "200ms",
+            },
+            "storage": {
+                "trace": {"local": {"path": str(self.root / "data")}, "wal": {"path": str(self.root / "wal")}}
+            },
         }
         _merge(config, self.extra)
         self.config_path = self.root / "tracelake.yaml"
@@ -132,7 +138,9 @@ class Server:
 
         db = TraceDB(open_backend(self.storage), self.storage)
         try:
-            tables = [t for meta in list_blocks(db.backend, tenant).metas for t in db.reader(meta).iter_spans()]
+            tables = [
+                t for meta in list_blocks(db.backend, tenant).metas for t in db.reader(meta).iter_spans()
+            ]
         finally:
             db.close()
         return pa.concat_tables(tables) if tables else SPAN_SCHEMA.empty_table()

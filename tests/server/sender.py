@@ -13,7 +13,9 @@ from tracelake.synth import SynthConfig, generate_request_bytes
 
 def span_ids(payload: bytes) -> list[tuple[bytes, bytes]]:
     request = ExportTraceServiceRequest.FromString(payload)
-    return [(s.trace_id, s.span_id) for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    return [
+        (s.trace_id, s.span_id) for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
+    ]
 
 
 def post(port: int, payload: bytes, timeout: float = 10) -> int:

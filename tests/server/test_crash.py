@@ -14,7 +14,9 @@ from tests.server.harness import Server
 from tests.server.sender import Sender, post, span_ids
 from tracelake.synth import SynthConfig, generate_request_bytes
 
-FAST_CUTS = {"ingester": {"trace_idle_period": "200ms", "max_block_duration": "400ms", "flush_check_period": "100ms"}}
+FAST_CUTS = {
+    "ingester": {"trace_idle_period": "200ms", "max_block_duration": "400ms", "flush_check_period": "100ms"}
+}
 
 
 def _stored(server: Server) -> Counter:
@@ -29,9 +31,13 @@ def _check(stored: Counter, acked: Counter) -> None:
     assert not lost, f"{len(lost)} acknowledged span(s) lost"
 
 
-@pytest.mark.parametrize("failpoint", ["flush.after_journal", "block.before_meta", "flush.after_meta", "flush.after_cleanup"])
+@pytest.mark.parametrize(
+    "failpoint", ["flush.after_journal", "block.before_meta", "flush.after_meta", "flush.after_cleanup"]
+)
 def test_kill_at_each_flush_step(tmp_path: Path, failpoint: str) -> None:
-    server = Server(tmp_path, receivers=("otlp_http",), extra=FAST_CUTS, env={"TRACELAKE_FAILPOINT": failpoint})
+    server = Server(
+        tmp_path, receivers=("otlp_http",), extra=FAST_CUTS, env={"TRACELAKE_FAILPOINT": failpoint}
+    )
     server.start()
     acked: Counter = Counter()
     for payload in generate_request_bytes(SynthConfig(traces=40, traces_per_request=5, seed=1)):

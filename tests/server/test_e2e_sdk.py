@@ -7,6 +7,7 @@ from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,7 +20,9 @@ from tests.server.harness import Server
 def _emit(exporter, service: str, traces: int = 30) -> list:
     """Make ``traces`` small traces through a real SDK pipeline; returns the SDK's finished spans."""
     memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": service, "deployment.environment": "test"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, "deployment.environment": "test"})
+    )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("e2e", "1.2.3")
@@ -40,15 +43,22 @@ def _emit(exporter, service: str, traces: int = 30) -> list:
 
 
 def _ids(spans) -> Counter:
-    return Counter((s.context.trace_id.to_bytes(16, "big"), s.context.span_id.to_bytes(8, "big")) for s in spans)
+    return Counter(
+        (s.context.trace_id.to_bytes(16, "big"), s.context.span_id.to_bytes(8, "big")) for s in spans
+    )
 
 
 def test_sdk_exporters_land_every_span_exactly_once(tmp_path: Path) -> None:
     server = Server(tmp_path, receivers=("otlp_http", "otlp_grpc", "zipkin")).start()
     try:
         sent = _emit(HTTPExporter(endpoint=server.url("otlp_http", "/v1/traces")), "over-http")
-        sent += _emit(GRPCExporter(endpoint=f"127.0.0.1:{server.ports['otlp_grpc']}", insecure=True), "over-grpc")
-        assert server.metric("tracelake_distributor_spans_received_total", tenant="single-tenant") == len(sent)
+        sent += _emit(
+            GRPCExporter(endpoint=f"127.0.0.1:{server.ports['otlp_grpc']}", insecure=True), "over-grpc"
+        )
+        sent += _emit(ZipkinExporter(endpoint=server.url("zipkin", "/api/v2/spans")), "over-zipkin")
+        assert server.metric("tracelake_distributor_spans_received_total", tenant="single-tenant") == len(
+            sent
+        )
     finally:
         assert server.stop() == 0, server.log()
     stored = server.stored_spans()
@@ -58,16 +68,25 @@ def test_sdk_exporters_land_every_span_exactly_once(tmp_path: Path) -> None:
     rows = {(r["span_id"], r["name"]): r for r in stored.to_pylist()}
     for span in sent:
         row = rows[(span.context.span_id.to_bytes(8, "big"), span.name)]
-        assert row["start_time_unix_nano"] == span.start_time and row["end_time_unix_nano"] == span.end_time
-        assert row["service_name"] == span.resource.attributes["service.name"]
-        assert row["scope_name"] == "e2e" and row["scope_version"] == "1.2.3"
+        service = span.resource.attributes["service.name"]
+        assert row["service_name"] == service
         assert row["status_code"] == span.status.status_code.value
+        assert row["kind"] == span.kind.value + 1  # the SDK's SpanKind counts from INTERNAL = 0
+        if service == "over-zipkin":  # Zipkin has microseconds and string tags only
+            assert abs(row["start_time_unix_nano"] - span.start_time) < 1000
+            continue
+        assert row["start_time_unix_nano"] == span.start_time and row["end_time_unix_nano"] == span.end_time
+        assert row["scope_name"] == "e2e" and row["scope_version"] == "1.2.3"
         if span.name.startswith("GET"):
-            assert row["http_method"] == "GET" and row["http_status_code"] == span.attributes["http.status_code"]
+            assert (
+                row["http_method"] == "GET" and row["http_status_code"] == span.attributes["http.status_code"]
+            )
 
 
 def test_graceful_shutdown_flushes_and_empties_the_wal(tmp_path: Path) -> None:
-    server = Server(tmp_path, extra={"ingester": {"max_block_duration": "1h", "trace_idle_period": "1h"}}).start()
+    server = Server(
+        tmp_path, extra={"ingester": {"max_block_duration": "1h", "trace_idle_period": "1h"}}
+    ).start()
     sent = _emit(HTTPExporter(endpoint=server.url("otlp_http", "/v1/traces")), "svc", traces=10)
     assert server.stored_spans().num_rows == 0  # still in memory: nothing is due yet
     assert server.stop(timeout=30) == 0

@@ -88,26 +88,30 @@ def _valid_ids(raw: RawSpans, rejected: Counter[str]) -> np.ndarray | None:
     return ~(bad_trace | bad_span | bad_parent)
 
 
+_DEDICATED_KEYS = pa.array([key for key, _, _ in DEDICATED_SPAN_ATTRIBUTES])
+
+
 def _attributes(raw: RawSpans) -> tuple[pa.Array, dict[str, pa.Array]]:
     """The attribute list column, and the dedicated columns taken out of it."""
     n, m = raw.n_spans, raw.n_attrs
     keys = _var(raw, "attr_key", pa.string(), m)
     types = raw.array("attr_type").copy()
     strs = _var(raw, "attr_str", pa.string(), m)
+    _check_utf8(keys, strs)
     ints = raw.array("attr_int")
     offsets = raw.array("attr_offsets")
     owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-    encoded = pc.dictionary_encode(keys)
-    key_codes = encoded.indices.to_numpy(zero_copy_only=False)
-    key_names = encoded.dictionary.to_pylist()
+    # One hash lookup per attribute against the dedicated keys (cheaper than encoding every key).
+    key_codes = pc.fill_null(pc.index_in(keys, value_set=_DEDICATED_KEYS), -1).to_numpy()
+    present = set(np.unique(key_codes[key_codes >= 0]).tolist()) if m else set()
     dedicated: dict[str, pa.Array] = {}
     taken = np.zeros(m, bool)
-    for key, column, attr_type in DEDICATED_SPAN_ATTRIBUTES:
+    for code, (_, column, attr_type) in enumerate(DEDICATED_SPAN_ATTRIBUTES):
         values_type = pa.string() if attr_type == AttrType.STRING else pa.int64()
-        if key not in key_names:
+        if code not in present:
             dedicated[column] = pa.nulls(n, values_type)
             continue
-        hits = np.flatnonzero((key_codes == key_names.index(key)) & (types == attr_type))
+        hits = np.flatnonzero((key_codes == code) & (types == attr_type))
         spans = owner[hits]
         first = np.ones(len(hits), bool)
         first[1:] = spans[1:] != spans[:-1]  # only a span's first such attribute is dedicated
@@ -135,6 +139,22 @@ def _attributes(raw: RawSpans) -> tuple[pa.Array, dict[str, pa.Array]]:
         fields=list(ATTRIBUTE_TYPE),
     )
     return pa.ListArray.from_arrays(pa.array(offsets), items), dedicated
+
+
+def _check_utf8(*arrays: pa.Array) -> None:
+    """The C decoder copies string bytes as they came: Arrow checks them here, in bulk."""
+    try:
+        for array in arrays:
+            array.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise InvalidInputError(f"invalid UTF-8 in a string field: {exc}") from exc
+
+
+def _ids(raw: RawSpans, name: str, width: int, n: int, all_valid: bool) -> pa.Array:
+    """Ids as fixed-size binary: zero-copy when every span's id has the right width."""
+    if all_valid:
+        return pa.Array.from_buffers(pa.binary(width), n, [None, pa.py_buffer(raw.var[name][1])])
+    return _var(raw, name, pa.binary(), n)
 
 
 def _per_message_column(indices: np.ndarray, values: list, type_: pa.DataType) -> pa.DictionaryArray:
@@ -177,8 +197,8 @@ def assemble(raw: RawSpans) -> DecodedSpans:
     except Exception as exc:  # protobuf's DecodeError, or invalid UTF-8 in a string
         raise InvalidInputError(f"undecodable resource or scope: {exc}") from exc
     columns: dict[str, pa.Array] = {
-        "trace_id": _var(raw, "trace_id", pa.binary(), n),
-        "span_id": _var(raw, "span_id", pa.binary(), n),
+        "trace_id": _ids(raw, "trace_id", TRACE_ID_BYTES, n, keep is None),
+        "span_id": _ids(raw, "span_id", SPAN_ID_BYTES, n, keep is None),
         "parent_span_id": _var(raw, "parent_span_id", pa.binary(), n),
         "trace_state": _var(raw, "trace_state", pa.string(), n),
         "flags": _fixed(raw, "flags", pa.uint32(), n),
@@ -204,16 +224,16 @@ def assemble(raw: RawSpans) -> DecodedSpans:
     for column, values in resource_values.items():
         columns[column] = _per_message_column(resource_index, values, pa.string())
     columns.update(dedicated)
-    table = pa.Table.from_arrays([columns[f.name] for f in SPAN_SCHEMA], names=SPAN_SCHEMA.names)
-    if keep is not None:
-        table = table.filter(pa.array(keep))
+    _check_utf8(columns["trace_state"], columns["name"], columns["status_message"])
+    if keep is None:
+        return DecodedSpans(
+            table=pa.Table.from_arrays([columns[f.name] for f in SPAN_SCHEMA], schema=SPAN_SCHEMA)
+        )
+    mask = pa.array(keep)
     for name in ("trace_id", "span_id"):
-        idx = table.schema.get_field_index(name)
-        table = table.set_column(idx, SPAN_SCHEMA.field(name), table[name].cast(SPAN_SCHEMA.field(name).type))
-    try:
-        for name in ("trace_state", "name", "status_message"):
-            table[name].validate(full=True)
-        pc.list_flatten(table["attributes"]).combine_chunks().validate(full=True)
-    except pa.ArrowInvalid as exc:
-        raise InvalidInputError(f"invalid UTF-8 in a string field: {exc}") from exc
-    return DecodedSpans(table=table.cast(SPAN_SCHEMA), rejected=rejected)
+        columns[name] = columns[name].filter(mask).cast(SPAN_SCHEMA.field(name).type)
+    arrays = [
+        columns[f.name] if f.name in ("trace_id", "span_id") else columns[f.name].filter(mask)
+        for f in SPAN_SCHEMA
+    ]
+    return DecodedSpans(table=pa.Table.from_arrays(arrays, schema=SPAN_SCHEMA), rejected=rejected)
