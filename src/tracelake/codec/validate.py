@@ -11,12 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValueList
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracelake.codec.assemble import DecodedSpans
 from tracelake.codec.decode import decode_otlp
-from tracelake.model.schema import DEDICATED_SPAN_ATTRIBUTES, AttrType
+from tracelake.model.schema import DEDICATED_RESOURCE_ATTRIBUTES, DEDICATED_SPAN_ATTRIBUTES, AttrType
+from tracelake.otlp.wire import len_field
 
 REASON_TIME_RANGE = "timestamp_out_of_range"
+REASON_BAD_ATTRIBUTE = "invalid_attribute"  # a nested value too deep for protobuf to read back
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,11 @@ def prepare_spans(payload: bytes, received_unix_nano: int, rules: SpanRules) -> 
     table, out_of_range = _filter_time_range(table, received_unix_nano, rules)
     if out_of_range:
         rejected[REASON_TIME_RANGE] += out_of_range
+    if table.num_rows:
+        unparseable = _unparseable_spans(table)
+        if unparseable.any():
+            rejected[REASON_BAD_ATTRIBUTE] += int(unparseable.sum())
+            table = table.filter(pa.array(~unparseable))
     truncated = 0
     if rules.max_attribute_bytes > 0 and table.num_rows:
         table, truncated = _truncate_strings(table, rules.max_attribute_bytes)
@@ -59,17 +70,106 @@ def _filter_time_range(table: pa.Table, now: int, rules: SpanRules) -> tuple[pa.
 
 
 _STRING_COLUMNS = [col for _, col, t in DEDICATED_SPAN_ATTRIBUTES if t == AttrType.STRING]
+_RESOURCE_COLUMNS = [col for _, col in DEDICATED_RESOURCE_ATTRIBUTES]
+# Below this many bytes, a nested value cannot be deep enough to trip protobuf's recursion limit (100).
+_NESTING_CHECK_BYTES = 150
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, never ending inside a character."""
+    return text.encode()[:limit].decode("utf-8", "ignore")
 
 
 def _cut(values: pa.Array | pa.ChunkedArray, limit: int) -> tuple[pa.Array | pa.ChunkedArray, int]:
-    """Values longer than ``limit`` bytes cut to ``limit`` code points (so never mid-character)."""
-    lengths = pc.binary_length(values)
-    longest = pc.max(lengths).as_py()
-    if longest is None or longest <= limit:
+    """Values longer than ``limit`` bytes cut to ``limit`` bytes (only the long ones touch Python)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.DictionaryArray):  # cut the few distinct values, keep the indices
+        dictionary, count = _cut(values.dictionary, limit)
+        if not count:
+            return values, 0
+        return pa.DictionaryArray.from_arrays(values.indices, dictionary), int(
+            pc.sum(
+                pc.is_in(values.indices, pa.array(np.flatnonzero(_long(values.dictionary, limit))))
+            ).as_py()
+            or 0
+        )
+    too_long = _long(values, limit)
+    count = int(too_long.sum())
+    if not count:
         return values, 0
-    too_long = pc.greater(lengths, limit)
-    count = int(pc.sum(too_long).as_py())
-    return pc.if_else(too_long, pc.utf8_slice_codeunits(values, 0, limit), values), count
+    cut = pa.array([_cut_utf8(v, limit) for v in values.filter(pa.array(too_long)).to_pylist()], values.type)
+    return pc.replace_with_mask(values, pa.array(too_long), cut), count
+
+
+def _long(values: pa.Array, limit: int) -> np.ndarray:
+    return pc.fill_null(pc.greater(pc.binary_length(values), limit), False).to_numpy(zero_copy_only=False)
+
+
+def _cut_any_value(value: AnyValue, limit: int) -> int:
+    kind = value.WhichOneof("value")
+    if kind == "string_value" and len(value.string_value.encode()) > limit:
+        value.string_value = _cut_utf8(value.string_value, limit)
+        return 1
+    if kind == "array_value":
+        return sum(_cut_any_value(v, limit) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return sum(_cut_any_value(kv.value, limit) for kv in value.kvlist_value.values)
+    return 0
+
+
+def _cut_attributes(attributes, limit: int) -> int:
+    return sum(_cut_any_value(kv.value, limit) for kv in attributes)
+
+
+def _cut_messages(column: pa.Array, message_type, limit: int) -> tuple[pa.Array, int]:
+    """Truncate strings inside serialized Resource/InstrumentationScope dictionary entries."""
+    dictionary = column.dictionary.to_pylist()
+    total = 0
+    for i, blob in enumerate(dictionary):
+        if len(blob) > limit:
+            message = message_type.FromString(blob)
+            count = _cut_attributes(message.attributes, limit)
+            if isinstance(message, InstrumentationScope):
+                for name in ("name", "version"):
+                    if len(getattr(message, name).encode()) > limit:
+                        setattr(message, name, _cut_utf8(getattr(message, name), limit))
+                        count += 1
+            if count:
+                dictionary[i] = message.SerializeToString(deterministic=True)
+                total += count
+    if not total:
+        return column, 0
+    return pa.DictionaryArray.from_arrays(column.indices, pa.array(dictionary, pa.binary())), total
+
+
+def _cut_events_and_links(table: pa.Table, limit: int) -> tuple[pa.Table, int]:
+    events, links = table["events"].combine_chunks(), table["links"].combine_chunks()
+    long_rows = np.flatnonzero(_long(events, limit) | _long(links, limit))
+    if not len(long_rows):
+        return table, 0
+    new_events, new_links = events.to_pylist(), links.to_pylist()
+    total = 0
+    for row in long_rows.tolist():
+        span = Span.FromString(new_events[row] + new_links[row])
+        count = sum(_cut_attributes(e.attributes, limit) for e in span.events)
+        count += sum(_cut_attributes(link.attributes, limit) for link in span.links)
+        if count:
+            new_events[row] = b"".join(
+                len_field(11, e.SerializeToString(deterministic=True)) for e in span.events
+            )
+            new_links[row] = b"".join(
+                len_field(13, x.SerializeToString(deterministic=True)) for x in span.links
+            )
+            total += count
+    if total:
+        table = table.set_column(
+            table.schema.get_field_index("events"), "events", pa.array(new_events, pa.binary())
+        )
+        table = table.set_column(
+            table.schema.get_field_index("links"), "links", pa.array(new_links, pa.binary())
+        )
+    return table, total
 
 
 def _truncate_strings(table: pa.Table, limit: int) -> tuple[pa.Table, int]:
@@ -77,7 +177,7 @@ def _truncate_strings(table: pa.Table, limit: int) -> tuple[pa.Table, int]:
     for column in _STRING_COLUMNS:
         values, count = _cut(table[column], limit)
         if count:
-            table = table.set_column(table.schema.get_field_index(column), column, values)
+            table = table.set_column(table.schema.get_field_index(column), table.schema.field(column), values)
             total += count
     attributes = table["attributes"].combine_chunks()
     items = attributes.values
@@ -90,4 +190,42 @@ def _truncate_strings(table: pa.Table, limit: int) -> tuple[pa.Table, int]:
         )
         table = table.set_column(table.schema.get_field_index("attributes"), field, rebuilt)
         total += count
-    return table, total
+    for column, message_type in (("resource", Resource), ("scope", InstrumentationScope)):
+        values, count = _cut_messages(table[column].combine_chunks(), message_type, limit)
+        if count:
+            table = table.set_column(table.schema.get_field_index(column), table.schema.field(column), values)
+            total += count
+    for column in (*_RESOURCE_COLUMNS, "scope_name", "scope_version"):
+        values, _ = _cut(table[column], limit)  # copies of resource/scope values: already counted
+        table = table.set_column(table.schema.get_field_index(column), table.schema.field(column), values)
+    table, count = _cut_events_and_links(table, limit)
+    return table, total + count
+
+
+def _unparseable_spans(table: pa.Table) -> np.ndarray:
+    """Spans holding nested values (arrays, kvlists, events, links) protobuf cannot parse back."""
+    bad = np.zeros(table.num_rows, bool)
+    attributes = table["attributes"].combine_chunks()
+    items = attributes.values
+    types = items.field("type").to_numpy(zero_copy_only=False)
+    raw = items.field("bytes")
+    complex_items = np.flatnonzero(
+        ((types == AttrType.ARRAY) | (types == AttrType.KVLIST)) & _long(raw, _NESTING_CHECK_BYTES - 1)
+    )
+    if len(complex_items):
+        owners = np.searchsorted(attributes.offsets.to_numpy(), complex_items, side="right") - 1
+        for item, owner in zip(complex_items.tolist(), owners.tolist(), strict=True):
+            parser = ArrayValue if types[item] == AttrType.ARRAY else KeyValueList
+            try:
+                parser.FromString(raw[item].as_py())
+            except DecodeError:
+                bad[owner] = True
+    events, links = table["events"].combine_chunks(), table["links"].combine_chunks()
+    for row in np.flatnonzero(
+        _long(events, _NESTING_CHECK_BYTES - 1) | _long(links, _NESTING_CHECK_BYTES - 1)
+    ).tolist():
+        try:
+            Span.FromString(events[row].as_py() + links[row].as_py())
+        except DecodeError:
+            bad[row] = True
+    return bad
