@@ -90,6 +90,7 @@ class WritePathServer:
         self.executor = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="push")
         self._stop = asyncio.Event()
         self._grpc: list = []
+        self.flushed = False
         self._udp: list[asyncio.DatagramTransport] = []
 
     def _http_receivers(self) -> dict[str, HTTPReceiver]:
@@ -200,5 +201,12 @@ def run_server(cfg: Config) -> int:
         factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is installed with uvicorn[standard]
         factory = None
+    server = WritePathServer(cfg)
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(WritePathServer(cfg).run())
+        code = runner.run(server.run())
+    if not server.flushed:
+        # A block write still running (e.g. retrying an unreachable store) sits in threads the
+        # interpreter would wait for at exit; the WAL holds those spans, so leave now.
+        logging.shutdown()
+        os._exit(code)
+    return code

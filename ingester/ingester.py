@@ -105,7 +105,8 @@ class Ingester:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         done = self._flush_everything(deadline)
-        self.wal.close()
+        if done:
+            self.wal.close()
         return done
 
     # ----- write path
@@ -244,17 +245,28 @@ class Ingester:
         return removed
 
     def _flush_everything(self, deadline: float) -> bool:
+        """Cut and write everything held; gives up at ``deadline`` (the WAL keeps what is left).
+
+        The writes run in a daemon thread so that a backend that hangs or keeps failing cannot hold
+        the process past its shutdown timeout (Tempo 2.7 hangs here).
+        """
         self.cut(force=True)
         pending: list[HeadBlock] = []
         while not self._flush_queue.empty():
             head = self._flush_queue.get_nowait()
             if head is not None:
                 pending.append(head)
-        for head in pending:
-            if time.monotonic() >= deadline:
-                log.warning("shutdown timeout: unflushed spans stay in the WAL for the next start")
-                return False
-            self._flush(head)
+        result = {"done": False}
+
+        def write_all() -> None:
+            result["done"] = all([self._flush(head) for head in pending])
+
+        writer = threading.Thread(target=write_all, name="ingester-final-flush", daemon=True)
+        writer.start()
+        writer.join(max(0.0, deadline - time.monotonic()))
+        if writer.is_alive() or not result["done"]:
+            log.warning("shutdown: not every block was written; the WAL keeps those spans for the next start")
+            return False
         return True
 
     def _expire_completed(self, now: float) -> None:

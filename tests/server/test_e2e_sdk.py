@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -94,3 +95,41 @@ def test_graceful_shutdown_flushes_and_empties_the_wal(tmp_path: Path) -> None:
     server.start()  # the WAL replays nothing twice
     server.stop()
     assert server.stored_spans().num_rows == len(sent)
+
+
+def test_shutdown_is_bounded_when_the_backend_is_down(tmp_path: Path, s3_endpoint) -> None:
+    """Tempo 2.7 hangs on SIGTERM when it cannot flush; we exit in time and lose nothing."""
+    from tests.conftest import free_port
+
+    dead = {
+        "backend": "s3",
+        "s3": {
+            "bucket": s3_endpoint.bucket,
+            "endpoint": f"127.0.0.1:{free_port()}",  # nothing listens there
+            "access_key": s3_endpoint.access_key,
+            "secret_key": s3_endpoint.secret_key,
+            "insecure": True,
+            "forcepathstyle": True,
+            "prefix": "bounded",
+            "max_retries": 10,
+        },
+    }
+    server = Server(
+        tmp_path,
+        receivers=("otlp_http",),
+        extra={"storage": {"trace": dead}, "server": {"graceful_shutdown_timeout": "3s"}},
+    ).start()
+    sent = _emit(HTTPExporter(endpoint=server.url("otlp_http", "/v1/traces")), "svc", traces=5)
+    started = time.monotonic()
+    assert server.stop(timeout=20) == 0
+    assert time.monotonic() - started < 10, "shutdown must respect graceful_shutdown_timeout"
+    # Back with a reachable store: the WAL is replayed and every span lands exactly once.
+    working = {**dead, "s3": {**dead["s3"], "endpoint": s3_endpoint.url}}
+    server.extra = {"storage": {"trace": working}}
+    server.__post_init__()
+    server.start()
+    assert server.stop() == 0
+    stored = server.stored_spans()
+    assert Counter(zip(stored["trace_id"].to_pylist(), stored["span_id"].to_pylist(), strict=True)) == _ids(
+        sent
+    )
