@@ -218,8 +218,6 @@ class Ingester:
         metrics.blocks_flushed.labels(tenant).inc()
         self._completed.setdefault(tenant, []).append((meta, time.monotonic()))
         self.instance(tenant).flushed(head)
-        del head
-        pa.default_memory_pool().release_unused()  # a block's sort copies are freed: give them back
         self.cleanup_wal()
         failpoints.hit("flush.after_cleanup")
         log.info(

@@ -56,13 +56,14 @@ def _lengths(raw: RawSpans, name: str) -> np.ndarray:
 def _bad_ids(raw: RawSpans, name: str, width: int, empty_ok: bool, zero_ok: bool) -> np.ndarray:
     """Spans whose id in column ``name`` is not ``width`` bytes (or empty, where allowed) or all zero."""
     offsets = raw.offsets(name)
-    lengths = np.diff(offsets)
+    lengths = offsets[1:] - offsets[:-1]
     right = lengths == width
     bad = ~right & (lengths != 0) if empty_ok else ~right
     if not zero_ok:
         data = np.frombuffer(raw.var[name][1], dtype=np.uint8)
-        if right.all():  # the common case: ids are packed back to back, no gather needed
-            bad |= ~data.reshape(-1, width).any(axis=1)
+        if right.all():  # the common case: ids packed back to back; test them as 64-bit words
+            words = data.view("<u8")
+            bad |= (words[0::2] | words[1::2]) == 0 if width == 16 else words == 0
         else:
             starts = offsets[:-1][right]
             ids = data[starts[:, None] + np.arange(width)]
@@ -157,16 +158,17 @@ def _ids(raw: RawSpans, name: str, width: int, n: int, all_valid: bool) -> pa.Ar
     return _var(raw, name, pa.binary(), n)
 
 
-def _per_message_column(indices: np.ndarray, values: list, type_: pa.DataType) -> pa.DictionaryArray:
+def _per_message_column(index: pa.Array, values: list, type_: pa.DataType) -> pa.DictionaryArray:
     """A per-span column whose value is the same for every span of a ResourceSpans/ScopeSpans.
 
     A missing value is a null index, never a null in the dictionary (Parquet cannot write those).
     """
-    missing = np.array([v is None for v in values], dtype=bool)
-    empty = b"" if pa.types.is_binary(type_) else ""
-    dictionary = pa.array([empty if v is None else v for v in values], type_)
-    mask = missing[indices] if missing.any() else None
-    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32(), mask=mask), dictionary)
+    if any(v is None for v in values):
+        missing = pa.array([v is None for v in values])
+        index = pc.if_else(pc.take(missing, index), pa.scalar(None, pa.int32()), index)
+        empty = b"" if pa.types.is_binary(type_) else ""
+        values = [empty if v is None else v for v in values]
+    return pa.DictionaryArray.from_arrays(index, pa.array(values, type_))
 
 
 def _resource_values(resources: list[bytes]) -> dict[str, list[str | None]]:
@@ -189,8 +191,8 @@ def assemble(raw: RawSpans) -> DecodedSpans:
     rejected: Counter[str] = Counter()
     keep = _valid_ids(raw, rejected) if n else None
     attributes, dedicated = _attributes(raw)
-    resource_index = raw.array("resource_index")
-    scope_index = raw.array("scope_index")
+    resource_index = _fixed(raw, "resource_index", pa.int32(), n)
+    scope_index = _fixed(raw, "scope_index", pa.int32(), n)
     try:
         scopes = [InstrumentationScope.FromString(b) for b in raw.scopes]
         resource_values = _resource_values(raw.resources)

@@ -82,6 +82,8 @@ def _cut_utf8(text: str, limit: int) -> str:
 
 def _cut(values: pa.Array | pa.ChunkedArray, limit: int) -> tuple[pa.Array | pa.ChunkedArray, int]:
     """Values longer than ``limit`` bytes cut to ``limit`` bytes (only the long ones touch Python)."""
+    if _max_len(values) <= limit:
+        return values, 0
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if isinstance(values, pa.DictionaryArray):  # cut the few distinct values, keep the indices
@@ -106,6 +108,20 @@ def _long(values: pa.Array, limit: int) -> np.ndarray:
     return pc.fill_null(pc.greater(pc.binary_length(values), limit), False).to_numpy(zero_copy_only=False)
 
 
+def _max_len(values: pa.Array | pa.ChunkedArray) -> int:
+    """The longest value of a string/binary array, from its offsets alone (no kernel, no copy)."""
+    if isinstance(values, pa.ChunkedArray):
+        return max((_max_len(chunk) for chunk in values.chunks), default=0)
+    if isinstance(values, pa.DictionaryArray):
+        return _max_len(values.dictionary)
+    if len(values) == 0:
+        return 0
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    return int(np.diff(offsets).max())
+
+
 def _cut_any_value(value: AnyValue, limit: int) -> int:
     kind = value.WhichOneof("value")
     if kind == "string_value" and len(value.string_value.encode()) > limit:
@@ -124,6 +140,8 @@ def _cut_attributes(attributes, limit: int) -> int:
 
 def _cut_messages(column: pa.Array, message_type, limit: int) -> tuple[pa.Array, int]:
     """Truncate strings inside serialized Resource/InstrumentationScope dictionary entries."""
+    if _max_len(column.dictionary) <= limit:
+        return column, 0
     dictionary = column.dictionary.to_pylist()
     total = 0
     for i, blob in enumerate(dictionary):
@@ -145,6 +163,8 @@ def _cut_messages(column: pa.Array, message_type, limit: int) -> tuple[pa.Array,
 
 def _cut_events_and_links(table: pa.Table, limit: int) -> tuple[pa.Table, int]:
     events, links = table["events"].combine_chunks(), table["links"].combine_chunks()
+    if max(_max_len(events), _max_len(links)) <= limit:
+        return table, 0
     long_rows = np.flatnonzero(_long(events, limit) | _long(links, limit))
     if not len(long_rows):
         return table, 0
@@ -202,15 +222,37 @@ def _truncate_strings(table: pa.Table, limit: int) -> tuple[pa.Table, int]:
     return table, total + count
 
 
+# protobuf (upb) refuses messages nested deeper than 100: ~50 levels of arrays or ~33 of kvlists.
+# Every such level carries an AnyValue array/kvlist tag byte (0x2a / 0x32), so a value with fewer
+# than _NESTING_MARKERS of those bytes cannot be too deep and needs no parse.
+_NESTING_MARKERS = 30
+
+
+def _deep_candidates(values: pa.Array) -> np.ndarray:
+    """Rows that could hold a value nested too deep: long enough, with enough nesting tag bytes."""
+    n = len(values)
+    candidates = np.zeros(n, bool)
+    if n == 0 or _max_len(values) < _NESTING_CHECK_BYTES:
+        return candidates
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + n + 1]
+    for row in np.flatnonzero((offsets[1:] - offsets[:-1]) >= _NESTING_CHECK_BYTES).tolist():
+        blob = values[row].as_py()
+        candidates[row] = blob.count(b"\x2a") + blob.count(b"\x32") >= _NESTING_MARKERS
+    return candidates
+
+
 def _unparseable_spans(table: pa.Table) -> np.ndarray:
     """Spans holding nested values (arrays, kvlists, events, links) protobuf cannot parse back."""
     bad = np.zeros(table.num_rows, bool)
     attributes = table["attributes"].combine_chunks()
     items = attributes.values
-    types = items.field("type").to_numpy(zero_copy_only=False)
     raw = items.field("bytes")
+    events, links = table["events"].combine_chunks(), table["links"].combine_chunks()
+    if max(_max_len(raw), _max_len(events), _max_len(links)) < _NESTING_CHECK_BYTES:
+        return bad
+    types = items.field("type").to_numpy(zero_copy_only=False)
     complex_items = np.flatnonzero(
-        ((types == AttrType.ARRAY) | (types == AttrType.KVLIST)) & _long(raw, _NESTING_CHECK_BYTES - 1)
+        ((types == AttrType.ARRAY) | (types == AttrType.KVLIST)) & _deep_candidates(raw)
     )
     if len(complex_items):
         owners = np.searchsorted(attributes.offsets.to_numpy(), complex_items, side="right") - 1
@@ -220,10 +262,7 @@ def _unparseable_spans(table: pa.Table) -> np.ndarray:
                 parser.FromString(raw[item].as_py())
             except DecodeError:
                 bad[owner] = True
-    events, links = table["events"].combine_chunks(), table["links"].combine_chunks()
-    for row in np.flatnonzero(
-        _long(events, _NESTING_CHECK_BYTES - 1) | _long(links, _NESTING_CHECK_BYTES - 1)
-    ).tolist():
+    for row in np.flatnonzero(_deep_candidates(events) | _deep_candidates(links)).tolist():
         try:
             Span.FromString(events[row].as_py() + links[row].as_py())
         except DecodeError:
