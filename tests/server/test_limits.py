@@ -7,82 +7,34 @@ request can never be passed at all.
 
 from __future__ import annotations
 
-import http.client
 import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import pytest
 import yaml
-from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.server.clients import Reply, export_grpc, grpc_error, post, requests_total, stored
 from tests.server.harness import Server
 from tests.server.sender import span_ids
 from tracelake.synth import SynthConfig, generate_request_bytes
 
 PROTOBUF = "application/x-protobuf"
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 MULTITENANT = {"multitenancy_enabled": True}
 GENEROUS = {"ingestion_rate_limit_bytes": 50_000_000, "ingestion_burst_size_bytes": 50_000_000}
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def rpc_status(self) -> Status:
-        return Status.FromString(self.body)
-
-
-def post(server: Server, body: bytes, tenant: str | None = None, content_type: str = PROTOBUF) -> Reply:
-    headers = {"Content-Type": content_type}
-    if tenant is not None:
-        headers["X-Scope-OrgID"] = tenant
-    conn = http.client.HTTPConnection("127.0.0.1", server.ports["otlp_http"], timeout=30)
-    try:
-        conn.request("POST", "/v1/traces", body, headers)
-        response = conn.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-    finally:
-        conn.close()
-
-
-def export_grpc(server: Server, body: bytes, tenant: str | None = None) -> bytes:
-    with grpc.insecure_channel(f"127.0.0.1:{server.ports['otlp_grpc']}") as channel:
-        metadata = (("x-scope-orgid", tenant),) if tenant else None
-        return channel.unary_unary(EXPORT)(body, timeout=30, metadata=metadata)
-
-
-def grpc_error(server: Server, body: bytes, tenant: str | None = None) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        export_grpc(server, body, tenant)
-    return info.value
 
 
 def payloads(seed: int) -> Callable[[], bytes]:
     """A source of distinct small requests (never the same spans twice)."""
     source = generate_request_bytes(SynthConfig(traces=10_000, traces_per_request=2, seed=seed))
     return lambda: next(source)
-
-
-def requests_total(server: Server, receiver: str, outcome: str) -> float:
-    return server.metric("tracelake_receiver_requests_total", receiver=receiver, outcome=outcome)
-
-
-def stored(server: Server, tenant: str) -> Counter[tuple[bytes, bytes]]:
-    spans = server.stored_spans(tenant)
-    return Counter(zip(spans["trace_id"].to_pylist(), spans["span_id"].to_pylist(), strict=True))
 
 
 def write_overrides(path: Path, overrides: dict[str, dict[str, int]]) -> None:
