@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tracelake.codec.assemble import assemble
 from tracelake.codec.pydecode import decode_request_py
 
 try:
@@ -138,6 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if decode_request_c is not None:
         rows.append(("C decode -> RawSpans", n_spans, _cpu_seconds(decode_request_c, requests, args.repeat)))
+        rows.append(
+            (
+                "C decode + assemble",
+                n_spans,
+                _cpu_seconds(lambda data: assemble(decode_request_c(data)), requests, args.repeat),
+            )
+        )
     else:
         print("(C extension not built: skipping the C decoder)")
     rows.append(("Python fallback -> RawSpans", py_spans, _cpu_seconds(decode_request_py, py_requests, 1)))

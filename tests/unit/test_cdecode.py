@@ -7,20 +7,28 @@ import random
 import subprocess
 import sys
 import threading
+from unittest import mock
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from tracelake.codec import assemble as assemble_mod
 from tracelake.codec import decoder
 from tracelake.codec.pydecode import decode_request_py
-from tracelake.codec.raw import FIXED_COLUMNS, VAR_COLUMNS
+from tracelake.codec.raw import DEDICATED, FIXED_COLUMNS, VAR_COLUMNS, RawSpans
+from tracelake.errors import InvalidInputError
+from tracelake.model.schema import ATTRIBUTE_TYPE, DEDICATED_SPAN_ATTRIBUTES, AttrType
 from tracelake.otlp.wire import encode_varint
 
 cdecode = pytest.importorskip("tracelake.codec.cdecode", reason="the C extension is not built")
 decode_request_c = cdecode.decode_request_c
+DEDICATED_COLUMNS = [column for _, column, _ in DEDICATED]
 
 # ------------------------------------------------------------------------------------------------
 # random requests: the shared strategy when present, else a local one
@@ -236,6 +244,8 @@ def _assert_same(data: bytes, expected_from: bytes | None = None) -> None:
         assert got.var[name] == want.var[name], name
     for name in FIXED_COLUMNS:
         assert got.fixed[name] == want.fixed[name], name
+    for column in DEDICATED_COLUMNS:
+        assert got.dedicated[column] == want.dedicated[column], column
     assert got == want
 
 
@@ -569,3 +579,160 @@ def test_pure_python_env_var_forces_fallback() -> None:
 
 def test_missing_extension_falls_back_to_python() -> None:
     assert _decoder_in_subprocess(None, hide_extension=True) == "python"
+
+
+# ------------------------------------------------------------------------------------------------
+# dedicated attributes: extracted by the decoders, identical to the former columnar extraction
+
+
+def _reference_attributes(raw: RawSpans) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """Frozen copy of assemble._attributes before the decoders extracted dedicated attributes.
+
+    It must be fed a RawSpans decoded with ``dedicated=()`` (generic attributes only).
+    """
+    n, m = raw.n_spans, raw.n_attrs
+    keys = assemble_mod._var(raw, "attr_key", pa.string(), m)
+    types = raw.array("attr_type").copy()
+    strs = assemble_mod._var(raw, "attr_str", pa.string(), m)
+    assemble_mod._check_utf8(keys, strs)
+    ints = raw.array("attr_int")
+    offsets = raw.array("attr_offsets")
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    dedicated_keys = pa.array([key for key, _, _ in DEDICATED_SPAN_ATTRIBUTES])
+    key_codes = pc.fill_null(pc.index_in(keys, value_set=dedicated_keys), -1).to_numpy()
+    present = set(np.unique(key_codes[key_codes >= 0]).tolist()) if m else set()
+    dedicated: dict[str, pa.Array] = {}
+    taken = np.zeros(m, bool)
+    for code, (_, column, attr_type) in enumerate(DEDICATED_SPAN_ATTRIBUTES):
+        values_type = pa.string() if attr_type == AttrType.STRING else pa.int64()
+        if code not in present:
+            dedicated[column] = pa.nulls(n, values_type)
+            continue
+        hits = np.flatnonzero((key_codes == code) & (types == attr_type))
+        spans = owner[hits]
+        first = np.ones(len(hits), bool)
+        first[1:] = spans[1:] != spans[:-1]
+        hits, spans = hits[first], spans[first]
+        taken[hits] = True
+        types[hits] = AttrType.DEDICATED
+        where = np.full(n, -1, np.int64)
+        where[spans] = hits
+        index = pa.array(where, mask=where < 0)
+        source = strs if attr_type == AttrType.STRING else pa.array(ints)
+        dedicated[column] = source.take(index)
+    if taken.any():
+        strs = pc.if_else(pa.array(taken), "", strs)
+        ints = np.where(taken, 0, ints)
+    items = pa.StructArray.from_arrays(
+        [
+            keys,
+            pa.array(types),
+            strs,
+            pa.array(ints),
+            assemble_mod._fixed(raw, "attr_double", pa.float64(), m),
+            assemble_mod._var(raw, "attr_bytes", pa.binary(), m),
+        ],
+        fields=list(ATTRIBUTE_TYPE),
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), items), dedicated
+
+
+_DECODERS = {"c": decode_request_c, "python": decode_request_py}
+
+
+def _nan_safe(table: pa.Table) -> pa.Table:
+    """The table with attribute doubles as their bits, so that NaN compares equal to itself."""
+    attributes = table["attributes"].combine_chunks()
+    items = attributes.values
+    fields = [items.field(i) for i in range(items.type.num_fields)]
+    fields[3 + 1] = fields[3 + 1].view(pa.int64())  # key, type, str, int, double, bytes
+    names = [f.name for f in items.type]
+    items = pa.StructArray.from_arrays(fields, names=names, mask=None)
+    rebuilt = pa.ListArray.from_arrays(attributes.offsets, items)
+    return table.set_column(table.schema.get_field_index("attributes"), "attributes", rebuilt)
+
+
+def _assert_assembles_like_reference(data: bytes) -> None:
+    for name, decode in _DECODERS.items():
+        got = assemble_mod.assemble(decode(data))
+        with mock.patch.object(assemble_mod, "_attributes", _reference_attributes):
+            want = assemble_mod.assemble(decode(data, dedicated=()))
+        assert got.table.schema == want.table.schema, name
+        got.table, want.table = _nan_safe(got.table), _nan_safe(want.table)
+        assert got.table.schema == want.table.schema, name
+        for column in got.table.column_names:
+            assert got.table[column].equals(want.table[column]), (name, column)
+        assert got.table.equals(want.table), name
+        assert got.rejected == want.rejected, name
+
+
+@_HYPOTHESIS
+@given(request_bytes)
+def test_dedicated_extraction_matches_reference(data: bytes) -> None:
+    _assert_same(data)
+    _assert_assembles_like_reference(data)
+
+
+def test_dedicated_extraction_matches_reference_on_synthetic_requests() -> None:
+    synth = pytest.importorskip("tracelake.synth")
+    for seed in range(3):
+        cfg = synth.SynthConfig(traces=150, seed=seed, error_rate=0.3, start_unix_nano=1_700_000_000 * 10**9)
+        for data in synth.generate_request_bytes(cfg):
+            _assert_assembles_like_reference(data)
+
+
+def test_dedicated_first_match_of_the_final_type_wins() -> None:
+    text = _field(1, 2, b"text")
+
+    def num(v: int) -> bytes:
+        return _field(3, 0, _varint(v))
+
+    data = _span(
+        _attr(text, key=b"http.status_code"),  # wrong type: stays generic
+        _attr(text + num(404), key=b"http.status_code"),  # last member wins: an INT, dedicated
+        _attr(num(500), key=b"http.status_code"),  # a second one: stays generic
+        _attr(num(1) + _field(1, 2, b"GET"), key=b"http.method"),  # ends a STRING: dedicated
+        _attr(_field(1, 2, b"POST"), num(7), key=b"http.route"),  # merged value ends an INT: generic
+        _attr(_field(1, 2, b"x"), key=b"http.metho"),  # a prefix of a dedicated key: generic
+    )
+    _assert_same(data)
+    _assert_assembles_like_reference(data)
+    raw = decode_request_c(data)
+    assert list(raw.array("attr_type")) == [1, 8, 3, 8, 3, 1]
+    assert list(raw.array("attr_int")) == [0, 0, 500, 0, 7, 0]
+    assert raw.var["attr_str"] == (np.array([0, 4, 4, 4, 4, 4, 5], "<i4").tobytes(), b"textx")
+    attributes, dedicated = assemble_mod._attributes(raw)  # the span has no ids: assemble drops it
+    assert dedicated["http_status_code"].to_pylist() == [404]
+    assert dedicated["http_method"].to_pylist() == ["GET"] and dedicated["http_route"].to_pylist() == [None]
+    keys = [a["key"] for a in attributes.to_pylist()[0]]
+    assert keys == ["http.status_code"] * 3 + ["http.method", "http.route", "http.metho"]
+
+
+def test_dedicated_columns_are_per_span() -> None:
+    method = _attr(_field(1, 2, b"GET"), key=b"http.method")
+    spans = [_field(2, 2, _field(9, 2, b"") + method), _field(2, 2, b""), _field(2, 2, method + method)]
+    data = _field(1, 2, _field(2, 2, b"".join(spans)))
+    _assert_same(data)
+    _assert_assembles_like_reference(data)
+    raw = decode_request_c(data)
+    validity, offsets, values = raw.dedicated["http_method"]
+    assert validity == bytes([0b101]) and values == b"GETGET"
+    assert list(np.frombuffer(offsets, "<i4")) == [0, 3, 3, 6]
+    assert list(raw.array("attr_type")) == [0, 8, 8, 1]
+
+
+def test_dedicated_string_must_be_utf8() -> None:
+    data = _span(_attr(_field(1, 2, b"\xff"), key=b"http.method"))
+    raw = decode_request_c(data)
+    assert raw.dedicated["http_method"][2] == b"\xff"
+    with pytest.raises(InvalidInputError, match="UTF-8"):
+        assemble_mod.assemble(raw)
+
+
+def test_dedicated_spec_is_checked() -> None:
+    with pytest.raises(ValueError, match="STRING or INT"):
+        cdecode._otlpdecode.decode(b"", ((b"k", 2),))
+    with pytest.raises(ValueError, match="at most"):
+        cdecode._otlpdecode.decode(b"", tuple((b"k%d" % i, 1) for i in range(33)))
+    with pytest.raises(TypeError):
+        cdecode._otlpdecode.decode(b"", (("k", 1),))

@@ -17,6 +17,11 @@
  *     10 bytes and lengths past the end of the enclosing message are errors.
  * UTF-8 and id lengths are not checked here (assembly validates the columns), except for schema URLs,
  * which become str objects.
+ *
+ * Dedicated span attributes (schema.DEDICATED_SPAN_ATTRIBUTES, passed in as (key bytes, AttrType) pairs)
+ * are pulled out during the walk, so assembly needs no per-key pass: a span's first attribute with that
+ * key and that type (known only once its KeyValue is fully read, since the AnyValue's last member wins)
+ * goes to the key's column and stays in the list as a DEDICATED placeholder with an empty value.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,7 +39,19 @@
 #define GIL_RELEASE_THRESHOLD 4096
 
 /* AttrType codes (tracelake.model.schema.AttrType). */
-enum { AT_EMPTY = 0, AT_STRING = 1, AT_BOOL = 2, AT_INT = 3, AT_DOUBLE = 4, AT_BYTES = 5, AT_ARRAY = 6, AT_KVLIST = 7 };
+enum {
+    AT_EMPTY = 0, AT_STRING = 1, AT_BOOL = 2, AT_INT = 3, AT_DOUBLE = 4, AT_BYTES = 5, AT_ARRAY = 6, AT_KVLIST = 7,
+    AT_DEDICATED = 8
+};
+
+/* Dedicated attributes: at most 32 (a span's filled ones are a uint32 bit mask), keys copied inline. */
+#define MAX_DEDICATED 32
+#define MAX_DEDICATED_KEY 128
+typedef struct {
+    size_t n;
+    int type; /* AT_STRING or AT_INT */
+    char key[MAX_DEDICATED_KEY];
+} DedKey;
 
 /* Var columns, in raw.VAR_COLUMNS order. */
 enum {
@@ -107,7 +124,23 @@ typedef struct {
     char *acol[N_ACOL];
     Buf vdata[N_VAR];
     Entries resources, scopes;
+
+    /* dedicated columns: dcol[i] holds int32 offsets (n+1, into ddata[i]) for a STRING key or int64
+     * values for an INT key; dcol[n_ded] holds each span's uint32 mask of filled columns */
+    int n_ded;
+    DedKey ded[MAX_DEDICATED];
+    size_t ded_cap;
+    size_t dsize[MAX_DEDICATED + 1];
+    char *dcol[MAX_DEDICATED + 1];
+    Buf ddata[MAX_DEDICATED];
 } Decoder;
+
+/* A span's dedicated values while its attributes are walked (slices point into the input). */
+typedef struct {
+    uint32_t filled;
+    Slice str[MAX_DEDICATED];
+    uint64_t integer[MAX_DEDICATED];
+} SpanDed;
 
 /* ------------------------------------------------------------------------------------------------ */
 /* buffers */
@@ -151,6 +184,8 @@ static void decoder_free(Decoder *d) {
     for (int i = 0; i < N_SCOL; i++) free(d->scol[i]);
     for (int i = 0; i < N_ACOL; i++) free(d->acol[i]);
     for (int i = 0; i < N_VAR; i++) free(d->vdata[i].p);
+    for (int i = 0; i <= d->n_ded; i++) free(d->dcol[i]);
+    for (int i = 0; i < d->n_ded; i++) free(d->ddata[i].p);
     Entries *es[2] = {&d->resources, &d->scopes};
     for (int i = 0; i < 2; i++) {
         free(es[i]->data.p);
@@ -160,15 +195,24 @@ static void decoder_free(Decoder *d) {
     free(d);
 }
 
-static Decoder *decoder_new(size_t input_len) {
+static Decoder *decoder_new(size_t input_len, const DedKey *ded, int n_ded) {
     Decoder *d = calloc(1, sizeof *d);
     if (!d) return NULL;
+    d->n_ded = n_ded;
+    for (int i = 0; i < n_ded; i++) {
+        d->ded[i] = ded[i];
+        d->dsize[i] = ded[i].type == AT_STRING ? 4 : 8;
+    }
+    d->dsize[n_ded] = 4;
     /* Guess from the input size (~300 B/span, ~30 B/attribute in typical requests), then grow. */
     if (group_grow(d->scol, SCOL_SIZE, N_SCOL, &d->span_cap, input_len / 256 + 16) < 0 ||
-        group_grow(d->acol, ACOL_SIZE, N_ACOL, &d->attr_cap, input_len / 32 + 16) < 0) {
+        group_grow(d->acol, ACOL_SIZE, N_ACOL, &d->attr_cap, input_len / 32 + 16) < 0 ||
+        group_grow(d->dcol, d->dsize, n_ded + 1, &d->ded_cap, input_len / 256 + 16) < 0) {
         decoder_free(d);
         return NULL;
     }
+    for (int i = 0; i < n_ded; i++)
+        if (ded[i].type == AT_STRING) ((int32_t *)d->dcol[i])[0] = 0;
     ((int32_t *)d->scol[S_ATTR_OFFSETS])[0] = 0;
     for (int i = 0; i < N_SPAN_VAR; i++) ((int32_t *)d->scol[S_VAR_OFF0 + i])[0] = 0;
     for (int i = 0; i < N_VAR - N_SPAN_VAR; i++) ((int32_t *)d->acol[A_VAR_OFF0 + i])[0] = 0;
@@ -365,7 +409,7 @@ static int walk_anyvalue(Decoder *d, const uint8_t *p, const uint8_t *end, AnySt
     return 0;
 }
 
-static int walk_keyvalue(Decoder *d, const uint8_t *p, const uint8_t *end) {
+static int walk_keyvalue(Decoder *d, const uint8_t *p, const uint8_t *end, SpanDed *sd) {
     if (d->n_attrs >= d->attr_cap &&
         group_grow(d->acol, ACOL_SIZE, N_ACOL, &d->attr_cap, d->n_attrs + 1) < 0) {
         d->oom = 1;
@@ -386,6 +430,20 @@ static int walk_keyvalue(Decoder *d, const uint8_t *p, const uint8_t *end) {
         if (walk_anyvalue(d, q, qend, &s) < 0) return -1;
         break;
     FIELD_LOOP_END
+
+    if (s.type == AT_STRING || s.type == AT_INT) { /* the final type decides: now it is known */
+        for (int i = 0; i < d->n_ded; i++) {
+            const DedKey *k = &d->ded[i];
+            if (k->n != key.n || (key.n && memcmp(k->key, key.p, key.n) != 0)) continue;
+            if (k->type == s.type && !(sd->filled & (1u << i))) { /* only a span's first one */
+                sd->filled |= 1u << i;
+                sd->str[i] = s.str;
+                sd->integer[i] = s.integer;
+                s.type = AT_DEDICATED; /* the placeholder keeps its key; its value fields stay empty */
+            }
+            break;
+        }
+    }
 
     size_t a = d->n_attrs;
     if (s.type != AT_BYTES && s.type != AT_ARRAY && s.type != AT_KVLIST) raw->len = s.raw_start;
@@ -427,6 +485,8 @@ static int walk_span(Decoder *d, const uint8_t *p, const uint8_t *end, int32_t r
     uint64_t start = 0, stop = 0, v;
     const uint8_t *q, *qend;
     Slice *target;
+    SpanDed sd;
+    sd.filled = 0;
 
     FIELD_LOOP_BEGIN
     case TAG(1, WT_LEN):
@@ -460,7 +520,7 @@ static int walk_span(Decoder *d, const uint8_t *p, const uint8_t *end, int32_t r
         break;
     case TAG(9, WT_LEN):
         READ_LEN(q, qend);
-        if (walk_keyvalue(d, q, qend) < 0) return -1;
+        if (walk_keyvalue(d, q, qend, &sd) < 0) return -1;
         break;
     case TAG(10, WT_VARINT):
         READ_VARINT(v);
@@ -513,6 +573,22 @@ static int walk_span(Decoder *d, const uint8_t *p, const uint8_t *end, int32_t r
     ((int32_t *)c[S_ATTR_OFFSETS])[n + 1] = (int32_t)d->n_attrs;
     for (int i = 0; i < N_SPAN_VAR; i++)
         ((int32_t *)c[S_VAR_OFF0 + i])[n + 1] = (int32_t)d->vdata[i].len;
+    if (d->n_ded) {
+        if (n >= d->ded_cap && group_grow(d->dcol, d->dsize, d->n_ded + 1, &d->ded_cap, n + 1) < 0) {
+            d->oom = 1;
+            return -1;
+        }
+        for (int i = 0; i < d->n_ded; i++) {
+            int filled = (sd.filled >> i) & 1;
+            if (d->ded[i].type == AT_STRING) { /* a null repeats the previous offset */
+                if (filled && buf_put(d, &d->ddata[i], sd.str[i].p, sd.str[i].n) < 0) return -1;
+                ((int32_t *)d->dcol[i])[n + 1] = (int32_t)d->ddata[i].len;
+            } else {
+                ((uint64_t *)d->dcol[i])[n] = filled ? sd.integer[i] : 0;
+            }
+        }
+        ((uint32_t *)d->dcol[d->n_ded])[n] = sd.filled;
+    }
     d->n_spans = n + 1;
     return 0;
 }
@@ -617,8 +693,38 @@ static int build_entries(Decoder *d, Entries *e, PyObject **blobs, PyObject **ur
     return 0;
 }
 
+/* One tuple per dedicated key: (validity bitmap, offsets, data) for STRING, (validity bitmap, int64
+ * values) for INT. Bitmaps are Arrow's: bit i (LSB first) set when span i has a value, padding zero. */
+static PyObject *build_dedicated(Decoder *d) {
+    size_t n = d->n_spans, nbytes = (n + 7) / 8;
+    const uint32_t *mask = (const uint32_t *)d->dcol[d->n_ded];
+    PyObject *out = PyTuple_New(d->n_ded);
+    if (!out) return NULL;
+    for (int i = 0; i < d->n_ded; i++) {
+        PyObject *bitmap = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
+        if (!bitmap) goto error;
+        uint8_t *bits = (uint8_t *)PyBytes_AS_STRING(bitmap);
+        memset(bits, 0, nbytes);
+        for (size_t s = 0; s < n; s++)
+            bits[s >> 3] |= (uint8_t)(((mask[s] >> i) & 1u) << (s & 7));
+        PyObject *entry;
+        if (d->ded[i].type == AT_STRING)
+            entry = Py_BuildValue("(NNN)", bitmap, bytes_of(d->dcol[i], (n + 1) * 4),
+                                  bytes_of(d->ddata[i].p, d->ddata[i].len));
+        else
+            entry = Py_BuildValue("(NN)", bitmap, bytes_of(d->dcol[i], n * 8));
+        if (!entry) goto error;
+        PyTuple_SET_ITEM(out, i, entry);
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyObject *build_result(Decoder *d) {
     PyObject *var = NULL, *fixed = NULL, *res = NULL, *res_urls = NULL, *scopes = NULL, *scope_urls = NULL;
+    PyObject *dedicated = NULL;
     if (!(var = PyTuple_New(N_VAR)) || !(fixed = PyTuple_New(N_FIXED))) goto error;
     for (int i = 0; i < N_VAR; i++) {
         int per_span = i < N_SPAN_VAR;
@@ -641,9 +747,11 @@ static PyObject *build_result(Decoder *d) {
     }
     if (build_entries(d, &d->resources, &res, &res_urls) < 0) goto error;
     if (build_entries(d, &d->scopes, &scopes, &scope_urls) < 0) goto error;
-    return Py_BuildValue("(nnNNNNNN)", (Py_ssize_t)d->n_spans, (Py_ssize_t)d->n_attrs, var, fixed, res,
-                         res_urls, scopes, scope_urls);
+    if (!(dedicated = build_dedicated(d))) goto error;
+    return Py_BuildValue("(nnNNNNNNN)", (Py_ssize_t)d->n_spans, (Py_ssize_t)d->n_attrs, var, fixed, res,
+                         res_urls, scopes, scope_urls, dedicated);
 error:
+    Py_XDECREF(dedicated);
     Py_XDECREF(var);
     Py_XDECREF(fixed);
     Py_XDECREF(res);
@@ -654,15 +762,65 @@ error:
 }
 
 PyDoc_STRVAR(decode_doc,
-             "decode(data) -> (n_spans, n_attrs, var, fixed, resources, resource_schema_urls, scopes,\n"
-             "                 scope_schema_urls)\n\n"
+             "decode(data, dedicated=()) -> (n_spans, n_attrs, var, fixed, resources, resource_schema_urls,\n"
+             "                               scopes, scope_schema_urls, dedicated_columns)\n\n"
              "Decode a serialized ExportTraceServiceRequest/TracesData (any contiguous bytes-like object).\n"
              "var: one (offsets, data) pair of bytes per VAR_COLUMNS name, in that order; fixed: one bytes\n"
              "per FIXED_COLUMNS name, in that order; resources/scopes: lists of bytes; the schema URLs:\n"
-             "lists of str. Raises ValueError('malformed OTLP protobuf at byte N: ...') on bad input.");
+             "lists of str. dedicated: (key bytes, AttrType STRING=1 or INT=3) pairs; dedicated_columns\n"
+             "has one entry per pair: (validity bitmap, offsets, data) or (validity bitmap, int64 values).\n"
+             "Raises ValueError('malformed OTLP protobuf at byte N: ...') on bad input.");
 
-static PyObject *decode(PyObject *self, PyObject *arg) {
+/* The (key, type) pairs, copied so the walk needs no Python object (and the GIL) to read them. */
+static int parse_dedicated(PyObject *spec, DedKey *out, int *n_out) {
+    *n_out = 0;
+    if (!spec) return 0;
+    PyObject *seq = PySequence_Fast(spec, "dedicated must be a sequence of (bytes, int) pairs");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_DEDICATED) {
+        PyErr_Format(PyExc_ValueError, "at most %d dedicated attributes", MAX_DEDICATED);
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        const char *key;
+        Py_ssize_t key_len;
+        long type;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "dedicated must be a sequence of (bytes, int) pairs");
+            goto error;
+        }
+        if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(item, 0), (char **)&key, &key_len) < 0) goto error;
+        type = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        if (type == -1 && PyErr_Occurred()) goto error;
+        if (type != AT_STRING && type != AT_INT) {
+            PyErr_Format(PyExc_ValueError, "dedicated attribute type must be STRING or INT, not %ld", type);
+            goto error;
+        }
+        if (key_len > MAX_DEDICATED_KEY) {
+            PyErr_Format(PyExc_ValueError, "dedicated key longer than %d bytes", MAX_DEDICATED_KEY);
+            goto error;
+        }
+        out[i].n = (size_t)key_len;
+        out[i].type = (int)type;
+        memcpy(out[i].key, key, (size_t)key_len);
+    }
+    Py_DECREF(seq);
+    *n_out = (int)n;
+    return 0;
+error:
+    Py_DECREF(seq);
+    return -1;
+}
+
+static PyObject *decode(PyObject *self, PyObject *args) {
     (void)self;
+    PyObject *arg, *spec = NULL;
+    DedKey ded[MAX_DEDICATED];
+    int n_ded;
+    if (!PyArg_ParseTuple(args, "O|O:decode", &arg, &spec)) return NULL;
+    if (parse_dedicated(spec, ded, &n_ded) < 0) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     PyObject *result = NULL;
@@ -672,7 +830,7 @@ static PyObject *decode(PyObject *self, PyObject *arg) {
         goto done;
     }
     size_t len = (size_t)view.len;
-    Decoder *d = decoder_new(len);
+    Decoder *d = decoder_new(len, ded, n_ded);
     if (!d) {
         PyErr_NoMemory();
         goto done;
@@ -701,7 +859,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"decode", decode, METH_O, decode_doc},
+    {"decode", decode, METH_VARARGS, decode_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -721,6 +879,8 @@ static int module_exec(PyObject *m) {
     if (PyModule_AddObject(m, "VAR_COLUMNS", var) < 0) goto error;
     var = NULL;
     if (PyModule_AddObject(m, "FIXED_COLUMNS", fixed) < 0) goto error;
+    fixed = NULL;
+    if (PyModule_AddIntConstant(m, "MAX_DEDICATED", MAX_DEDICATED) < 0) goto error;
     return 0;
 error:
     Py_XDECREF(var);

@@ -1,7 +1,7 @@
 """Raw decoder columns -> the validated span table, with columnar operations only.
 
 Nothing here loops per span or per attribute in Python: ids are checked by their offset arrays, dedicated
-attributes are found by dictionary-encoding the keys once, and resources/scopes are decoded once per
+attributes come out of the decoder already extracted, and resources/scopes are decoded once per
 distinct value (a few per request), never per span.
 """
 
@@ -89,57 +89,39 @@ def _valid_ids(raw: RawSpans, rejected: Counter[str]) -> np.ndarray | None:
     return ~(bad_trace | bad_span | bad_parent)
 
 
-_DEDICATED_KEYS = pa.array([key for key, _, _ in DEDICATED_SPAN_ATTRIBUTES])
+_DEDICATED_TYPES = {
+    column: pa.string() if attr_type == AttrType.STRING else pa.int64()
+    for _, column, attr_type in DEDICATED_SPAN_ATTRIBUTES
+}
 
 
 def _attributes(raw: RawSpans) -> tuple[pa.Array, dict[str, pa.Array]]:
-    """The attribute list column, and the dedicated columns taken out of it."""
+    """The attribute list column, and the dedicated columns the decoder already took out of it.
+
+    Everything is wrapped zero-copy: the decoder left placeholders (type DEDICATED, empty value) in the
+    list and one Arrow-ready buffer set per dedicated column, so nothing is searched or copied here.
+    """
     n, m = raw.n_spans, raw.n_attrs
     keys = _var(raw, "attr_key", pa.string(), m)
-    types = raw.array("attr_type").copy()
     strs = _var(raw, "attr_str", pa.string(), m)
-    _check_utf8(keys, strs)
-    ints = raw.array("attr_int")
-    offsets = raw.array("attr_offsets")
-    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-    # One hash lookup per attribute against the dedicated keys (cheaper than encoding every key).
-    key_codes = pc.fill_null(pc.index_in(keys, value_set=_DEDICATED_KEYS), -1).to_numpy()
-    present = set(np.unique(key_codes[key_codes >= 0]).tolist()) if m else set()
-    dedicated: dict[str, pa.Array] = {}
-    taken = np.zeros(m, bool)
-    for code, (_, column, attr_type) in enumerate(DEDICATED_SPAN_ATTRIBUTES):
-        values_type = pa.string() if attr_type == AttrType.STRING else pa.int64()
-        if code not in present:
-            dedicated[column] = pa.nulls(n, values_type)
-            continue
-        hits = np.flatnonzero((key_codes == code) & (types == attr_type))
-        spans = owner[hits]
-        first = np.ones(len(hits), bool)
-        first[1:] = spans[1:] != spans[:-1]  # only a span's first such attribute is dedicated
-        hits, spans = hits[first], spans[first]
-        taken[hits] = True
-        types[hits] = AttrType.DEDICATED
-        where = np.full(n, -1, np.int64)
-        where[spans] = hits
-        index = pa.array(where, mask=where < 0)
-        source = strs if attr_type == AttrType.STRING else pa.array(ints)
-        dedicated[column] = source.take(index)
-    if taken.any():
-        taken_mask = pa.array(taken)
-        strs = pc.if_else(taken_mask, "", strs)
-        ints = np.where(taken, 0, ints)
+    dedicated = {
+        column: pa.Array.from_buffers(type_, n, [pa.py_buffer(b) for b in raw.dedicated[column]])
+        for column, type_ in _DEDICATED_TYPES.items()
+    }
+    _check_utf8(keys, strs, *(a for a in dedicated.values() if a.type == pa.string()))
     items = pa.StructArray.from_arrays(
         [
             keys,
-            pa.array(types),
+            _fixed(raw, "attr_type", pa.uint8(), m),
             strs,
-            pa.array(ints),
+            _fixed(raw, "attr_int", pa.int64(), m),
             _fixed(raw, "attr_double", pa.float64(), m),
             _var(raw, "attr_bytes", pa.binary(), m),
         ],
         fields=list(ATTRIBUTE_TYPE),
     )
-    return pa.ListArray.from_arrays(pa.array(offsets), items), dedicated
+    offsets = _fixed(raw, "attr_offsets", pa.int32(), n + 1)
+    return pa.ListArray.from_arrays(offsets, items), dedicated
 
 
 def _check_utf8(*arrays: pa.Array) -> None:

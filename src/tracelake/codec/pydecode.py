@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from array import array
 
+import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tracelake.codec.raw import FIXED_COLUMNS, VAR_COLUMNS, RawSpans
+from tracelake.codec.raw import DEDICATED, FIXED_COLUMNS, VAR_COLUMNS, DedicatedSpec, RawSpans
 from tracelake.model.schema import AttrType
 from tracelake.otlp.wire import len_field
 
@@ -41,9 +42,37 @@ class _Var:
         return self.offsets.tobytes(), b"".join(self.chunks)
 
 
-def decode_request_py(data: bytes) -> RawSpans:
-    """Decode a serialized ``ExportTraceServiceRequest`` (or ``TracesData``) into raw columns."""
+class _Dedicated:
+    """One dedicated column being filled: one value (or a null) per span, as the C decoder lays it out."""
+
+    __slots__ = ("ints", "is_str", "present", "strs")
+
+    def __init__(self, attr_type: int) -> None:
+        self.is_str = attr_type == AttrType.STRING
+        self.present: list[bool] = []
+        self.strs = _Var()
+        self.ints = array("q")
+
+    def add(self, value: bytes | int | None) -> None:
+        self.present.append(value is not None)
+        if self.is_str:
+            self.strs.add(b"" if value is None else value)
+        else:
+            self.ints.append(0 if value is None else value)
+
+    def buffers(self) -> tuple[bytes, ...]:
+        validity = np.packbits(np.array(self.present, dtype=bool), bitorder="little").tobytes()
+        return (validity, *self.strs.buffers()) if self.is_str else (validity, self.ints.tobytes())
+
+
+def decode_request_py(data: bytes, dedicated: DedicatedSpec = DEDICATED) -> RawSpans:
+    """Decode a serialized ``ExportTraceServiceRequest`` (or ``TracesData``) into raw columns.
+
+    ``dedicated`` exists for tests (``()`` extracts nothing).
+    """
     request = ExportTraceServiceRequest.FromString(data)
+    wanted = {key.decode(): (column, attr_type) for key, column, attr_type in dedicated}
+    columns = {column: _Dedicated(attr_type) for _, column, attr_type in dedicated}
     var = {name: _Var() for name in VAR_COLUMNS if not name.startswith("attr_")}
     attr = {name: _Var() for name in ("attr_key", "attr_str", "attr_bytes")}
     fixed = {name: array(_TYPECODES[dt.str.lstrip("|")]) for name, dt in FIXED_COLUMNS.items()}
@@ -80,8 +109,11 @@ def decode_request_py(data: bytes) -> RawSpans:
                 fixed["dropped_links_count"].append(span.dropped_links_count)
                 fixed["resource_index"].append(resource_index)
                 fixed["scope_index"].append(scope_index)
+                found: dict[str, bytes | int] = {}
                 for kv in span.attributes:
-                    _add_attribute(kv, attr, fixed)
+                    _add_attribute(kv, attr, fixed, wanted, found)
+                for column, values in columns.items():
+                    values.add(found.get(column))
                 n_attrs += len(span.attributes)
                 fixed["attr_offsets"].append(n_attrs)
     var.update(attr)
@@ -94,10 +126,18 @@ def decode_request_py(data: bytes) -> RawSpans:
         resource_schema_urls=resource_urls,
         scopes=scopes,
         scope_schema_urls=scope_urls,
+        dedicated={column: values.buffers() for column, values in columns.items()},
     )
 
 
-def _add_attribute(kv, attr: dict[str, _Var], fixed: dict[str, array]) -> None:
+def _add_attribute(
+    kv,
+    attr: dict[str, _Var],
+    fixed: dict[str, array],
+    wanted: dict[str, tuple[str, int]],
+    found: dict[str, bytes | int],
+) -> None:
+    """Append one attribute; a span's first of a dedicated key and type moves to ``found`` instead."""
     kind = kv.value.WhichOneof("value") if kv.HasField("value") else None
     text, integer, double, raw = b"", 0, 0.0, b""
     if kind == "string_value":
@@ -116,6 +156,10 @@ def _add_attribute(kv, attr: dict[str, _Var], fixed: dict[str, array]) -> None:
         code, raw = AttrType.KVLIST, kv.value.kvlist_value.SerializeToString(deterministic=True)
     else:
         code = AttrType.EMPTY
+    column, attr_type = wanted.get(kv.key, (None, None))
+    if column is not None and code == attr_type and column not in found:
+        found[column] = text if code == AttrType.STRING else integer
+        code, text, integer = AttrType.DEDICATED, b"", 0
     attr["attr_key"].add(kv.key.encode())
     attr["attr_str"].add(text)
     attr["attr_bytes"].add(raw)
