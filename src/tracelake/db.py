@@ -59,12 +59,6 @@ class TraceDB:
             blocks.metas.append(meta)
         write_tenant_index(self.backend, tenant, blocks)
 
-    def refresh_index(self, tenant: str) -> BlockList:
-        """Rebuild the tenant index from a listing (the source of truth) and return it."""
-        blocks = list_blocks(self.backend, tenant)
-        write_tenant_index(self.backend, tenant, blocks)
-        return blocks
-
     def block_list(self, tenant: str) -> BlockList:
         return load_block_list(self.backend, tenant, self.cfg.blocklist_poll_stale_tenant_index)
 

@@ -17,6 +17,15 @@ FORMAT_V1 = "tl1"
 KNOWN_FORMATS = (FORMAT_V1,)
 
 
+def check_format(version: object, where: str) -> None:
+    """Refuse a block format this version cannot read, naming both."""
+    if version not in KNOWN_FORMATS:
+        raise BlockFormatError(
+            f"{where}: block format {version!r} is not supported "
+            f"(this tracelake reads {', '.join(KNOWN_FORMATS)})"
+        )
+
+
 def rfc3339(unix_nano: int) -> str:
     return datetime.fromtimestamp(unix_nano // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -85,11 +94,7 @@ class BlockMeta:
     @classmethod
     def from_json(cls, obj: dict, where: str = "meta.json") -> BlockMeta:
         fmt = obj.get("format") if isinstance(obj, dict) else None
-        if fmt not in KNOWN_FORMATS:
-            raise BlockFormatError(
-                f"{where}: block format {fmt!r} is not supported "
-                f"(this tracelake reads {', '.join(KNOWN_FORMATS)})"
-            )
+        check_format(fmt, where)
         try:
             return cls(
                 format=fmt,

@@ -15,9 +15,8 @@ import pyarrow.parquet as pq
 
 from tracelake.backend import Backend
 from tracelake.block import keys
-from tracelake.block.meta import BlockMeta
+from tracelake.block.meta import BlockMeta, check_format
 from tracelake.bloom import BloomShard, ShardedBloom, hash_trace_id
-from tracelake.encoding import check_format
 from tracelake.encoding.v1.layout import READ_AS_DICTIONARY, from_block_rows
 from tracelake.errors import BlockFormatError, ObjectNotFoundError
 
