@@ -12,11 +12,13 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import entry_points
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracelake import __version__
+from tracelake.asgi import Request, Response, lifespan, send_response
 from tracelake.backend import open_backend
 from tracelake.config import Config
 from tracelake.db import TraceDB
@@ -26,7 +28,7 @@ from tracelake.ingester.ingester import Ingester
 from tracelake.ingester.limits import Overrides
 from tracelake.ingester.receivers import grpc as grpc_receivers
 from tracelake.ingester.receivers import jaeger_http, otlp_http, udp, zipkin_http
-from tracelake.ingester.receivers.http import HTTPReceiver, Response, _lifespan, _send
+from tracelake.ingester.receivers.http import HTTPReceiver
 
 log = logging.getLogger(__name__)
 
@@ -51,33 +53,47 @@ class _Server(uvicorn.Server):
 
 
 class APIApp:
-    """``server.http_listen_port``: readiness, metrics, and the endpoints the query side adds later."""
+    """``server.http_listen_port``: readiness, metrics, build info, and the query API.
 
-    def __init__(self, ingester: Ingester) -> None:
+    The query side plugs in through the ``tracelake.api`` entry point (``tracelake.querier``), so this
+    service never imports it; it hands over the ingester as the source of recent traces.
+    """
+
+    def __init__(self, ingester: Ingester, apis: list, executor: ThreadPoolExecutor) -> None:
         self.ingester = ingester
+        self.apis = apis
+        self.executor = executor
 
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        path = scope["path"]
+        await send_response(send, await self._respond(Request.from_scope(scope)))
+
+    async def _respond(self, request: Request) -> Response:
+        path = request.path
         if path == "/ready":
             ready = self.ingester.ready
-            await _send(
-                send,
-                Response(200 if ready else 503, b"ready\n" if ready else b"not ready: replaying the WAL\n"),
-            )
-        elif path == "/metrics":
-            await _send(send, Response(200, generate_latest(), CONTENT_TYPE_LATEST))
-        elif path == "/api/echo":
-            await _send(send, Response(200, b"echo"))
-        elif path in ("/api/status/buildinfo", "/status/buildinfo"):
+            return Response(200 if ready else 503, b"ready\n" if ready else b"not ready: replaying the WAL\n")
+        if path == "/metrics":
+            return Response(200, generate_latest(), CONTENT_TYPE_LATEST)
+        if path == "/api/echo":
+            return Response(200, b"echo")
+        if path in ("/api/status/buildinfo", "/status/buildinfo"):
             body = json.dumps({"version": __version__, "revision": "", "branch": "", "goVersion": ""})
-            await _send(send, Response(200, body.encode(), "application/json"))
-        else:
-            await _send(send, Response(404, b"not found\n"))
+            return Response(200, body.encode(), "application/json")
+        loop = asyncio.get_running_loop()
+        for api in self.apis:
+            response = await loop.run_in_executor(self.executor, api.handle, request)
+            if response is not None:
+                return response
+        return Response(404, b"not found\n")
+
+
+def load_apis(cfg: Config, db: TraceDB, ingester: Ingester) -> list:
+    return [entry.load()(cfg, db, ingester) for entry in entry_points(group="tracelake.api")]
 
 
 class WritePathServer:
@@ -132,7 +148,8 @@ class WritePathServer:
             loop.add_signal_handler(sig, self._stop.set)
         server_cfg = self.cfg.server
         api = self._uvicorn(
-            APIApp(self.ingester), f"{server_cfg.http_listen_address}:{server_cfg.http_listen_port}"
+            APIApp(self.ingester, load_apis(self.cfg, self.db, self.ingester), self.executor),
+            f"{server_cfg.http_listen_address}:{server_cfg.http_listen_port}",
         )
         api_task = asyncio.create_task(api.serve())
         await loop.run_in_executor(None, self.ingester.start)  # replays the WAL; /ready says 503 meanwhile

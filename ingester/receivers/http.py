@@ -10,38 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from tracelake.asgi import Receive, Request, Response, Send
+from tracelake.asgi import lifespan as _lifespan
+from tracelake.asgi import send_response as _send
 from tracelake.errors import InvalidInputError
 from tracelake.ingester import metrics
 from tracelake.push import TENANT_HEADER, PushError, PushResult, SpanPusher, resolve_tenant
 
 log = logging.getLogger(__name__)
-
-Send = Callable[[dict], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict]]
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 # A route turns a request into OTLP bytes (raising InvalidInputError/PushError) and builds the answer.
@@ -88,7 +68,7 @@ class HTTPReceiver:
         if scope["method"] != "POST":
             await _send(send, Response(405, b"only POST is accepted\n", headers=(("allow", "POST"),)))
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = Request.from_scope(scope).headers
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._refuse(send, route, headers, scope["path"], self._too_large(int(declared)))
@@ -98,7 +78,7 @@ class HTTPReceiver:
         except PushError as exc:
             await self._refuse(send, route, headers, scope["path"], exc)
             return
-        request = Request(scope["method"], scope["path"], headers, body)
+        request = Request.from_scope(scope, body)
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self.executor, self._handle, route, request)
@@ -175,26 +155,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
-
-
-async def _send(send: Send, response: Response) -> None:
-    headers = [
-        (b"content-type", response.content_type.encode()),
-        (b"content-length", str(len(response.body)).encode()),
-    ]
-    headers += [(k.encode(), v.encode()) for k, v in response.headers]
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def retry_headers(error: PushError) -> tuple[tuple[str, str], ...]:

@@ -73,10 +73,23 @@ class TraceDB:
             self._readers.move_to_end(meta.block_id)
         return reader
 
-    def find_trace(self, tenant: str, trace_id: bytes) -> pa.Table | None:
-        """Spans of ``trace_id`` from every block that holds some of them, or None."""
+    def find_trace(
+        self, tenant: str, trace_id: bytes, window_unix_nano: tuple[int, int] | None = None
+    ) -> pa.Table | None:
+        """Spans of ``trace_id`` from every block that holds some of them, or None.
+
+        ``window_unix_nano`` (start, end) skips blocks whose time range lies entirely outside it.
+        """
         hex_id = trace_id.hex()
-        candidates = [m for m in self.block_list(tenant).metas if m.min_id <= hex_id <= m.max_id]
+        candidates = [
+            m
+            for m in self.block_list(tenant).metas
+            if m.min_id <= hex_id <= m.max_id
+            and (
+                window_unix_nano is None
+                or (m.end_unix_nano >= window_unix_nano[0] and m.start_unix_nano <= window_unix_nano[1])
+            )
+        ]
         parts = [
             t
             for t in self._pool.map(lambda m: self.reader(m).find_trace(trace_id), candidates)

@@ -1,0 +1,133 @@
+"""Tempo's query HTTP API (the part Grafana's Tempo data source needs), served on
+``server.http_listen_port``. This module: trace by ID, ``/api/traces/{id}`` and ``/api/v2/traces/{id}``.
+
+Shapes follow ../shared/docs/tempo-api-contract.md §2.2 and §3.1 and Tempo 2.7.2's captured answers:
+JSON with base64 ids, enum names and 64-bit numbers as strings; protobuf ``Trace`` (wire-identical to
+OTLP ``TracesData``) and ``TraceByIDResponse`` (the trace in field 1, always present).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from google.protobuf import json_format
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from tracelake.asgi import Request, Response
+from tracelake.config import DEFAULT_TENANT, Config
+from tracelake.db import TraceDB
+from tracelake.otlp.wire import len_field
+from tracelake.push import TENANT_HEADER
+from tracelake.querier.trace_by_id import find_trace
+from tracelake.query import RecentTraces
+
+_TRACE_PATH = re.compile(r"^/api/(v2/)?traces/([^/]+)$")
+_TENANT = re.compile(r"^[A-Za-z0-9!\-_.*'()]{1,150}$")
+PROTOBUF = "application/protobuf"
+JSON = "application/json"
+
+
+class QueryError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_trace_id(text: str) -> bytes:
+    """1-32 hex characters, left-padded; Tempo's own error messages for the rest."""
+    for position, char in enumerate(text):
+        if char not in "0123456789abcdefABCDEF":
+            raise QueryError(
+                400,
+                "trace IDs can only contain hex characters: "
+                f"invalid character '{char}' at position {position + 1}",
+            )
+    if len(text) > 32:
+        raise QueryError(400, "trace IDs can't be larger than 128 bits")
+    if not text:
+        raise QueryError(400, "trace ID is empty")
+    return bytes.fromhex(text.rjust(32, "0"))
+
+
+def tenants_of(request: Request, multitenancy_enabled: bool) -> list[str]:
+    """The tenants to read: ``X-Scope-OrgID``, where ``a|b`` means both (sorted, deduplicated)."""
+    if not multitenancy_enabled:
+        return [DEFAULT_TENANT]
+    header = request.headers.get(TENANT_HEADER.lower(), "").strip()
+    if not header:
+        raise QueryError(401, "no org id")
+    tenants = sorted({t.strip() for t in header.split("|") if t.strip()})
+    for tenant in tenants:
+        if not _TENANT.match(tenant) or tenant in (".", ".."):
+            raise QueryError(400, f"invalid tenant id {tenant[:160]!r}")
+    return tenants
+
+
+def time_range(request: Request) -> tuple[int, int] | None:
+    """The optional ``start``/``end`` hint (Unix seconds): both or none, end after start."""
+    start, end = request.query.get("start"), request.query.get("end")
+    if not start and not end:
+        return None
+    try:
+        lo, hi = int(start or ""), int(end or "")
+    except ValueError as exc:
+        raise QueryError(400, "start and end must both be Unix seconds") from exc
+    if lo == 0 and hi == 0:
+        return None
+    if hi <= lo:
+        raise QueryError(400, "end must be after start")
+    return lo, hi
+
+
+def for_grafana(trace: TracesData) -> TracesData:
+    """Grafana dereferences resource, scope and status without nil checks: make them present."""
+    for rs in trace.resource_spans:
+        rs.resource.SetInParent()
+        for ss in rs.scope_spans:
+            ss.scope.SetInParent()
+            for span in ss.spans:
+                span.status.SetInParent()
+    return trace
+
+
+class QueryAPI:
+    def __init__(self, cfg: Config, db: TraceDB, recent: RecentTraces | None) -> None:
+        self.cfg = cfg
+        self.db = db
+        self.recent = recent
+
+    def handle(self, request: Request) -> Response | None:
+        """The answer to ``request``, or None when the path is not one of ours."""
+        match = _TRACE_PATH.match(request.path)
+        if match is None:
+            return None
+        if request.method != "GET":
+            return Response(405, b"method not allowed\n", headers=(("allow", "GET"),))
+        try:
+            return self._trace_by_id(request, v2=bool(match.group(1)), id_text=match.group(2))
+        except QueryError as exc:
+            return Response(exc.status, str(exc).encode())
+
+    def _trace_by_id(self, request: Request, v2: bool, id_text: str) -> Response:
+        trace_id = parse_trace_id(id_text)
+        tenants = tenants_of(request, self.cfg.multitenancy_enabled)
+        found = find_trace(self.db, self.recent, tenants, trace_id, time_range(request))
+        trace = for_grafana(found) if found is not None else TracesData()
+        as_protobuf = PROTOBUF in request.headers.get("accept", "")
+        if not v2:
+            if found is None:
+                return Response(404, b"", "text/plain; charset=utf-8")
+            if as_protobuf:
+                return Response(200, trace.SerializeToString(), PROTOBUF)
+            body = {"batches": json_format.MessageToDict(trace).get("resourceSpans", [])}
+            return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
+        if as_protobuf:  # TraceByIDResponse: field 1 (the trace) always present, even empty
+            return Response(200, len_field(1, trace.SerializeToString()), PROTOBUF)
+        body = {"trace": json_format.MessageToDict(trace)}
+        return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
+
+
+def create(cfg: Config, db: TraceDB, recent: RecentTraces | None) -> QueryAPI:
+    """Entry point (``tracelake.api``): ``tracelake serve`` builds the query API through it."""
+    return QueryAPI(cfg, db, recent)

@@ -1,0 +1,63 @@
+"""The few ASGI pieces every HTTP server of tracelake shares (receivers, the query API).
+
+Plain ASGI rather than a framework: these paths are hot, and a request/response pair of dataclasses
+is all the routing they need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+Send = Callable[[dict], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict]]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes = b""
+    query: dict[str, str] = field(default_factory=dict)  # first value of each parameter
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    @classmethod
+    def from_scope(cls, scope: dict, body: bytes = b"") -> Request:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        query = {k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
+        return cls(scope["method"], scope["path"], headers, body, query)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+async def send_response(send: Send, response: Response) -> None:
+    headers = [
+        (b"content-type", response.content_type.encode()),
+        (b"content-length", str(len(response.body)).encode()),
+    ]
+    headers += [(k.encode(), v.encode()) for k, v in response.headers]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Answer the lifespan protocol (nothing to set up: services start before their servers)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,17 @@
+"""What the read side needs from the rest of the system, as interfaces (one process or several).
+
+The querier never imports the ingester: whatever holds recent spans (the ingester in ``tracelake
+serve``; an RPC client in microservices mode) implements ``RecentTraces``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pyarrow as pa
+
+
+class RecentTraces(Protocol):
+    def find_trace(self, tenant: str, trace_id: bytes) -> list[pa.Table]:
+        """Spans of ``trace_id`` not yet in the blocks a querier sees (SPAN_SCHEMA tables)."""
+        ...
