@@ -13,10 +13,10 @@ import pyarrow as pa
 
 from tracelake.backend import Backend
 from tracelake.block.meta import BlockMeta
+from tracelake.blocklist.cache import BlockListCache
 from tracelake.blocklist.tenant_index import (
     BlockList,
     list_blocks,
-    load_block_list,
     read_tenant_index,
     write_tenant_index,
 )
@@ -34,6 +34,7 @@ class TraceDB:
         self.backend = backend
         self.cfg = cfg
         self._readers: OrderedDict[str, BlockReader] = OrderedDict()
+        self._block_lists = BlockListCache(backend, cfg.blocklist_poll, cfg.blocklist_poll_stale_tenant_index)
         self._pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="tracelake-lookup")
 
     def close(self) -> None:
@@ -58,9 +59,11 @@ class TraceDB:
         if all(m.block_id != meta.block_id for m in blocks.metas):
             blocks.metas.append(meta)
         write_tenant_index(self.backend, tenant, blocks)
+        self._block_lists.invalidate(tenant)
 
     def block_list(self, tenant: str) -> BlockList:
-        return load_block_list(self.backend, tenant, self.cfg.blocklist_poll_stale_tenant_index)
+        """The tenant's blocks as of the last poll (at most ``blocklist_poll`` old)."""
+        return self._block_lists.get(tenant)
 
     def reader(self, meta: BlockMeta) -> BlockReader:
         reader = self._readers.get(meta.block_id)

@@ -70,3 +70,18 @@ def test_tenants_are_separate(backend: Backend) -> None:
     assert len(list_blocks(backend, "a").metas) == 1
     assert len(list_blocks(backend, "b").metas) == 1
     assert {"a", "b"} <= set(backend.list_dirs(""))
+
+
+def test_block_lists_are_cached_for_a_poll_period(backend: Backend) -> None:
+    from tracelake.blocklist.cache import BlockListCache
+
+    _write(backend, 1)
+    cache = BlockListCache(backend, poll_seconds=3600, stale_index_seconds=0)
+    assert len(cache.get("acme").metas) == 1
+    _write(backend, 2)  # written behind the cache's back
+    assert len(cache.get("acme").metas) == 1  # still the polled list
+    cache.invalidate("acme")
+    assert len(cache.get("acme").metas) == 2
+    always = BlockListCache(backend, poll_seconds=0, stale_index_seconds=0)
+    _write(backend, 3)
+    assert len(always.get("acme").metas) == 3
