@@ -6,6 +6,7 @@ versions and the tenant index, and only the ``Backend`` interface of the store.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +35,7 @@ class TraceDB:
         self.backend = backend
         self.cfg = cfg
         self._readers: OrderedDict[str, BlockReader] = OrderedDict()
+        self._readers_lock = threading.Lock()
         self._block_lists = BlockListCache(backend, cfg.blocklist_poll, cfg.blocklist_poll_stale_tenant_index)
         self._pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="tracelake-lookup")
 
@@ -66,15 +68,17 @@ class TraceDB:
         return self._block_lists.get(tenant)
 
     def reader(self, meta: BlockMeta) -> BlockReader:
-        reader = self._readers.get(meta.block_id)
-        if reader is None:
-            reader = BlockReader(self.backend, meta)
-            self._readers[meta.block_id] = reader
-            if len(self._readers) > _READER_CACHE_SIZE:
-                self._readers.popitem(last=False)
-        else:
-            self._readers.move_to_end(meta.block_id)
-        return reader
+        """A cached reader per block (its bloom shards and Parquet footer stay parsed)."""
+        with self._readers_lock:  # lookups run on several threads
+            reader = self._readers.get(meta.block_id)
+            if reader is None:
+                reader = BlockReader(self.backend, meta)
+                self._readers[meta.block_id] = reader
+                if len(self._readers) > _READER_CACHE_SIZE:
+                    self._readers.popitem(last=False)
+            else:
+                self._readers.move_to_end(meta.block_id)
+            return reader
 
     def find_trace(
         self, tenant: str, trace_id: bytes, window_unix_nano: tuple[int, int] | None = None
