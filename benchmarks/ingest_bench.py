@@ -99,9 +99,8 @@ def main() -> int:
         print(f"\nover {len(results)} runs (spans per server CPU-second):")
         for key in ("receiving only", "incl. blocks"):
             values = sorted(r[key] for r in results)
-            print(
-                f"  {key:<16} median {statistics.median(values):>9,.0f}   runs {', '.join(f'{v:,.0f}' for v in values)}"
-            )
+            runs = ", ".join(f"{v:,.0f}" for v in values)
+            print(f"  {key:<16} median {statistics.median(values):>9,.0f}   runs {runs}")
     return 0
 
 
