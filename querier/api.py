@@ -1,5 +1,6 @@
 """Tempo's query HTTP API (the part Grafana's Tempo data source needs), served on
-``server.http_listen_port``. This module: trace by ID, ``/api/traces/{id}`` and ``/api/v2/traces/{id}``.
+``server.http_listen_port``. This module: trace by ID, ``/api/traces/{id}`` and ``/api/v2/traces/{id}``;
+tag names and values (``/api/[v2/]search/tags``, ``/api/[v2/]search/tag/{tag}/values``) via ``tags``.
 
 Shapes follow ../shared/docs/tempo-api-contract.md §2.2 and §3.1 and Tempo 2.7.2's captured answers:
 JSON with base64 ids, enum names and 64-bit numbers as strings; protobuf ``Trace`` (wire-identical to
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import unquote
 
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
@@ -19,10 +21,13 @@ from tracelake.config import DEFAULT_TENANT, Config
 from tracelake.db import TraceDB
 from tracelake.otlp.wire import len_field
 from tracelake.push import TENANT_HEADER
+from tracelake.querier import tags
 from tracelake.querier.trace_by_id import find_trace
 from tracelake.query import RecentTraces
 
 _TRACE_PATH = re.compile(r"^/api/(v2/)?traces/([^/]+)$")
+_TAGS_PATH = re.compile(r"^/api/(v2/)?search/tags/?$")
+_TAG_VALUES_PATH = re.compile(r"^/api/(v2/)?search/tag/(.+)/values/?$")
 _TENANT = re.compile(r"^[A-Za-z0-9!\-_.*'()]{1,150}$")
 PROTOBUF = "application/protobuf"
 JSON = "application/json"
@@ -99,15 +104,48 @@ class QueryAPI:
 
     def handle(self, request: Request) -> Response | None:
         """The answer to ``request``, or None when the path is not one of ours."""
-        match = _TRACE_PATH.match(request.path)
-        if match is None:
+        trace = _TRACE_PATH.match(request.path)
+        tag_list = _TAGS_PATH.match(request.path)
+        values = _TAG_VALUES_PATH.match(request.path)
+        if trace is None and tag_list is None and values is None:
             return None
         if request.method != "GET":
             return Response(405, b"method not allowed\n", headers=(("allow", "GET"),))
         try:
-            return self._trace_by_id(request, v2=bool(match.group(1)), id_text=match.group(2))
+            if trace is not None:
+                return self._trace_by_id(request, v2=bool(trace.group(1)), id_text=trace.group(2))
+            if tag_list is not None:
+                return self._tags(request, v2=bool(tag_list.group(1)))
+            assert values is not None
+            return self._tag_values(request, v2=bool(values.group(1)), tag=values.group(2))
         except QueryError as exc:
             return Response(exc.status, str(exc).encode())
+        except tags.TagError as exc:
+            return Response(400, str(exc).encode())
+
+    def _tags(self, request: Request, v2: bool) -> Response:
+        tenants = tenants_of(request, self.cfg.multitenancy_enabled)
+        limit = tags.parse_limit(request.query.get("limit"))
+        source = tags.scan(self.db, tenants, time_range(request))
+        if v2:
+            body = tags.tags_v2(source, request.query.get("scope", ""), limit)
+        else:
+            body = tags.tags_v1(source, limit)
+        return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
+
+    def _tag_values(self, request: Request, v2: bool, tag: str) -> Response:
+        """``tag`` once more percent-decoded: Grafana <= 12.2 encodes it twice (contract §2.4)."""
+        name = unquote(tag)
+        tenants = tenants_of(request, self.cfg.multitenancy_enabled)
+        limit = tags.parse_limit(request.query.get("limit"))
+        if v2:
+            parsed = tags.parse_tag(name)  # a 400 before any block is read
+            source = tags.scan(self.db, tenants, time_range(request))
+            body = tags.tag_values_v2(source, parsed, limit)
+        else:
+            source = tags.scan(self.db, tenants, time_range(request))
+            body = tags.tag_values_v1(source, name, limit)
+        return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
 
     def _trace_by_id(self, request: Request, v2: bool, id_text: str) -> Response:
         trace_id = parse_trace_id(id_text)

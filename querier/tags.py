@@ -1,0 +1,376 @@
+"""Tag names and tag values (``/api/search/tags``, ``/api/v2/search/tags`` and their ``/values``).
+
+Grafana's query builder, TraceQL autocomplete, template variables and ad-hoc filters are fed from
+here (contract §2.4). Everything is read column-wise from each block's ``data.parquet``: only the
+columns a question needs, distinct values via Arrow compute, Python loops only per distinct value
+(e.g. one ``Resource`` parse per distinct serialized resource).
+
+Limits of this first version (documented, deliberate):
+* blocks only: spans still held by the ingester do not contribute (``RecentTraces`` has no tag API);
+* the ``q`` filter of v2 tag values is ignored (Tempo itself treats it as best-effort);
+* no ``event``/``link``/``instrumentation`` attribute scopes: their tags are not listed and their
+  values come back empty; ``duration``-like intrinsics have no values (as in Tempo).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from tracelake.db import TraceDB
+from tracelake.encoding.v1.find_trace import BlockReader
+from tracelake.model.schema import DEDICATED_SPAN_ATTRIBUTES, AttrType
+
+# What Tempo 2.7 lists for the intrinsic scope (search_tags_v2_range.json), in its order.
+INTRINSIC_TAGS: tuple[str, ...] = (
+    "duration",
+    "event:name",
+    "event:timeSinceStart",
+    "instrumentation:name",
+    "instrumentation:version",
+    "kind",
+    "name",
+    "rootName",
+    "rootServiceName",
+    "span:duration",
+    "span:kind",
+    "span:name",
+    "span:status",
+    "span:statusMessage",
+    "status",
+    "statusMessage",
+    "trace:duration",
+    "trace:rootName",
+    "trace:rootService",
+    "traceDuration",
+)
+V2_SCOPES = ("intrinsic", "resource", "span")  # Tempo's order in answers from the backend
+KNOWN_SCOPES = ("resource", "span", "intrinsic", "event", "link", "instrumentation")
+_ATTRIBUTE_SCOPES = ("resource.", "span.", "event.", "link.", "instrumentation.", ".")
+STATUS_KEYWORDS = ("error", "ok", "unset")
+KIND_KEYWORDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
+_DEDICATED = {key: (column, type_) for key, column, type_ in DEDICATED_SPAN_ATTRIBUTES}
+
+TypedValue = tuple[str, str]  # (Tempo type name, value as Tempo renders it)
+
+
+class TagError(ValueError):
+    """A request the tag API rejects with 400 (the message is Tempo's wording where known)."""
+
+
+@dataclass
+class _Scan:
+    """Bytes of compressed column chunks read, reported as Tempo's ``inspectedBytes``."""
+
+    inspected: int = 0
+    readers: list[BlockReader] = field(default_factory=list)
+
+    def tables(self, columns: list[str]) -> Iterator[pa.Table]:
+        """Each row group of each block (in single-chunk pieces), with just ``columns``."""
+        wanted = set(columns)
+        for reader in self.readers:
+            pf = reader.parquet()
+            names = set(pf.schema_arrow.names)
+            present = [c for c in columns if c in names]
+            for group in range(pf.num_row_groups):
+                meta = pf.metadata.row_group(group)
+                for j in range(meta.num_columns):
+                    chunk = meta.column(j)
+                    if chunk.path_in_schema.split(".")[0] in wanted:
+                        self.inspected += chunk.total_compressed_size
+                table = pf.read_row_group(group, columns=present, use_threads=False)
+                # one chunk per column from here on: chunks may carry different dictionaries
+                for batch in table.to_batches():
+                    yield pa.Table.from_batches([batch])
+
+
+def scan(db: TraceDB, tenants: list[str], seconds: tuple[int, int] | None) -> _Scan:
+    """The blocks of ``tenants`` overlapping ``seconds`` (all of them without a range)."""
+    readers = []
+    for tenant in tenants:
+        for meta in db.block_list(tenant).metas:
+            if seconds is None or (
+                meta.end_unix_nano >= seconds[0] * 10**9 and meta.start_unix_nano <= seconds[1] * 10**9
+            ):
+                readers.append(db.reader(meta))
+    return _Scan(readers=readers)
+
+
+# ---------------------------------------------------------------- reading columns
+
+
+def _strings(array: pa.Array | pa.ChunkedArray) -> set[str]:
+    """Distinct non-empty strings of a (possibly dictionary-encoded) string column."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks else pa.array([], pa.string())
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    return {v for v in pc.unique(array.drop_null()).to_pylist() if v}
+
+
+def _flat_attributes(table: pa.Table) -> pa.StructArray:
+    column = table["attributes"]
+    column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    return column.flatten()
+
+
+def _keys(flat: pa.StructArray) -> pa.Array:
+    keys = flat.field("key")
+    return keys.dictionary_decode() if pa.types.is_dictionary(keys.type) else keys
+
+
+@lru_cache(maxsize=4096)
+def _resource(blob: bytes) -> Resource:
+    return Resource.FromString(blob)
+
+
+def _resources(table: pa.Table) -> Iterator[Resource]:
+    """Each distinct resource of the row group, parsed once."""
+    column = table["resource"]
+    if not column.num_chunks:
+        return
+    distinct = pc.unique(column.combine_chunks())
+    if pa.types.is_dictionary(distinct.type):
+        distinct = distinct.dictionary_decode()
+    for blob in distinct.drop_null().to_pylist():
+        yield _resource(blob)
+
+
+# ---------------------------------------------------------------- value encodings
+
+
+def go_float(value: float) -> str:
+    """Go's ``strconv.FormatFloat(v, 'g', -1, 64)``, which is how Tempo renders float values."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1, value) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    exp10 = len(digits) + int(exponent) - 1  # exponent of the leading digit
+    prefix = "-" if sign else ""
+    if exp10 < -4 or exp10 >= 6:  # Go's rule for the shortest precision
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{prefix}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
+    if exp10 < 0:
+        return f"{prefix}0.{'0' * (-exp10 - 1)}{text}"
+    if len(text) <= exp10 + 1:
+        return prefix + text + "0" * (exp10 + 1 - len(text))
+    return f"{prefix}{text[: exp10 + 1]}.{text[exp10 + 1 :]}"
+
+
+def _any_value(value: AnyValue) -> TypedValue | None:
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return ("string", value.string_value)
+    if which == "int_value":
+        return ("int", str(value.int_value))
+    if which == "double_value":
+        return ("float", go_float(value.double_value))
+    if which == "bool_value":
+        return ("bool", "true" if value.bool_value else "false")
+    return None  # arrays, kvlists and bytes are not offered as values (as in Tempo)
+
+
+# ---------------------------------------------------------------- tag names
+
+
+def tag_names(source: _Scan) -> dict[str, set[str]]:
+    """Attribute names per scope (``resource``, ``span``) in the scanned blocks."""
+    span: set[str] = set()
+    resource: set[str] = set()
+    for table in source.tables(["attributes", "resource"]):
+        span |= _strings(_keys(_flat_attributes(table)))
+        for res in _resources(table):
+            resource.update(kv.key for kv in res.attributes if kv.key)
+    return {"resource": resource, "span": span}
+
+
+def tags_v1(source: _Scan, limit: int | None) -> dict:
+    names = tag_names(source)
+    merged = sorted(names["resource"] | names["span"])
+    return {"tagNames": merged[:limit], "metrics": _metrics(source)}
+
+
+def tags_v2(source: _Scan, scope: str, limit: int | None) -> dict:
+    """Tempo's ``scopes`` answer; ``scope`` is ``""`` (all) or one of ``KNOWN_SCOPES``."""
+    if scope not in ("", "all", "none", *KNOWN_SCOPES):
+        raise TagError(f"invalid scope: {scope}")
+    wanted = V2_SCOPES if scope in ("", "all", "none") else (scope,)
+    names = tag_names(source) if {"resource", "span"} & set(wanted) else {}
+    scopes = []
+    for name in wanted:
+        if name == "intrinsic":
+            tags = list(INTRINSIC_TAGS)
+        elif name in names:
+            tags = sorted(names[name])
+        else:
+            continue  # event/link/instrumentation attributes are not indexed yet
+        scopes.append({"name": name, "tags": tags[:limit]})
+    return {"scopes": scopes, "metrics": _metrics(source)}
+
+
+# ---------------------------------------------------------------- tag values
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A parsed v2 tag: an attribute (``scope`` ``resource``/``span``/``""`` for either, ...) or an
+    intrinsic (``scope`` ``intrinsic``, ``name`` its canonical spelling)."""
+
+    scope: str
+    name: str
+
+
+def parse_tag(text: str) -> Tag:
+    """A TraceQL identifier as Tempo accepts it for v2 tag values; anything else is a 400."""
+    if text in INTRINSIC_TAGS:
+        return Tag("intrinsic", text)
+    for prefix in _ATTRIBUTE_SCOPES:
+        if text.startswith(prefix) and len(text) > len(prefix):
+            name = text[len(prefix) :]
+            if len(name) >= 2 and name[0] == name[-1] == '"':
+                name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+            return Tag(prefix.rstrip(".") or "", name)
+    raise TagError(
+        f'please provide a valid tagName: "{text}" is neither an intrinsic nor a scoped attribute '
+        "(resource.x, span.x or .x)"
+    )
+
+
+def _span_values(table: pa.Table, name: str) -> set[TypedValue]:
+    flat = _flat_attributes(table)
+    if not len(flat):
+        return set()
+    picked = flat.filter(pc.equal(_keys(flat), pa.scalar(name, pa.string())))
+    out: set[TypedValue] = set()
+    if not len(picked):
+        return out
+    types = picked.field("type")
+
+    def of(attr_type: AttrType, part: str) -> pa.Array:
+        return picked.field(part).filter(pc.equal(types, int(attr_type)))
+
+    out |= {("string", v) for v in _strings(of(AttrType.STRING, "str"))}
+    out |= {("int", str(v)) for v in pc.unique(of(AttrType.INT, "int")).to_pylist()}
+    out |= {("float", go_float(v)) for v in pc.unique(of(AttrType.DOUBLE, "double")).to_pylist()}
+    out |= {("bool", "true" if v else "false") for v in pc.unique(of(AttrType.BOOL, "int")).to_pylist()}
+    if name in _DEDICATED and name in table.column_names:
+        column = table[name]  # the dedicated column was read under the attribute's key, see below
+        if _DEDICATED[name][1] == AttrType.STRING:
+            out |= {("string", v) for v in _strings(column)}
+        else:
+            out |= {("int", str(v)) for v in pc.unique(column.combine_chunks().drop_null()).to_pylist()}
+    return out
+
+
+def _with_dedicated(table: pa.Table, name: str) -> pa.Table:
+    """Expose the dedicated column of attribute ``name`` under the attribute's own key."""
+    column = _DEDICATED.get(name, (None,))[0]
+    if column is None or column not in table.column_names:
+        return table
+    return table.append_column(name, table[column])
+
+
+def _resource_values(table: pa.Table, name: str) -> set[TypedValue]:
+    out: set[TypedValue] = set()
+    for res in _resources(table):
+        for kv in res.attributes:
+            if kv.key == name:
+                typed = _any_value(kv.value)
+                if typed is not None:
+                    out.add(typed)
+    return out
+
+
+_INTRINSIC_COLUMNS = {
+    "name": "name",
+    "span:name": "name",
+    "statusMessage": "status_message",
+    "span:statusMessage": "status_message",
+    "instrumentation:name": "scope_name",
+    "instrumentation:version": "scope_version",
+}
+_ROOT_COLUMNS = {
+    "rootName": "name",
+    "trace:rootName": "name",
+    "rootServiceName": "service_name",
+    "trace:rootService": "service_name",
+}
+
+
+def _intrinsic_values(source: _Scan, name: str) -> list[TypedValue]:
+    if name in ("status", "span:status"):
+        return [("keyword", k) for k in STATUS_KEYWORDS]
+    if name in ("kind", "span:kind"):
+        return [("keyword", k) for k in KIND_KEYWORDS]
+    values: set[str] = set()
+    if name in _INTRINSIC_COLUMNS:
+        for table in source.tables([_INTRINSIC_COLUMNS[name]]):
+            values |= _strings(table.column(0))
+    elif name in _ROOT_COLUMNS:
+        for table in source.tables([_ROOT_COLUMNS[name], "parent_index", "parent_span_id"]):
+            root = pc.and_(pc.is_null(table["parent_index"]), pc.is_null(table["parent_span_id"]))
+            values |= _strings(table[_ROOT_COLUMNS[name]].filter(root))
+    # durations and event intrinsics: no values (Tempo answers an empty list for durations too)
+    return [("string", v) for v in sorted(values)]
+
+
+def tag_values(source: _Scan, tag: Tag) -> list[TypedValue]:
+    """Distinct typed values of ``tag``, sorted by type then value."""
+    if tag.scope == "intrinsic":
+        return _intrinsic_values(source, tag.name)
+    if tag.scope not in ("", "resource", "span"):
+        return []
+    columns = []
+    if tag.scope in ("", "span"):
+        columns.append("attributes")
+        if tag.name in _DEDICATED:
+            columns.append(_DEDICATED[tag.name][0])
+    if tag.scope in ("", "resource"):
+        columns.append("resource")
+    found: set[TypedValue] = set()
+    for table in source.tables(columns):
+        if "attributes" in columns:
+            found |= _span_values(_with_dedicated(table, tag.name), tag.name)
+        if "resource" in columns:
+            found |= _resource_values(table, tag.name)
+    return sorted(found)
+
+
+def tag_values_v2(source: _Scan, tag: Tag, limit: int | None) -> dict:
+    values = tag_values(source, tag)[:limit]
+    return {"tagValues": [{"type": t, "value": v} for t, v in values], "metrics": _metrics(source)}
+
+
+def tag_values_v1(source: _Scan, name: str, limit: int | None) -> dict:
+    """v1 takes a plain attribute name (either scope) and answers its string values only."""
+    strings = sorted(v for t, v in tag_values(source, Tag("", name)) if t == "string")
+    return {"tagValues": strings[:limit], "metrics": _metrics(source)}
+
+
+def _metrics(source: _Scan) -> dict[str, str]:
+    return {"inspectedBytes": str(source.inspected)} if source.inspected else {}
+
+
+def parse_limit(text: str | None) -> int | None:
+    """``limit`` as a positive int; absent or 0 means no limit."""
+    if not text:
+        return None
+    try:
+        limit = int(text)
+    except ValueError as exc:
+        raise TagError(f"invalid limit: {text}") from exc
+    if limit < 0:
+        raise TagError(f"invalid limit: {text}")
+    return limit or None
