@@ -134,6 +134,16 @@ class Ingester:
             raise PushError(
                 503, "the ingester is shutting down; retry", reason="shutting_down", retry_after=1
             )
+        pending = self.pending_flush_bytes()
+        if pending > self.max_pending_flush_bytes:
+            # Backpressure: writing blocks is behind ingestion. Refusing (retryably) keeps memory
+            # bounded; OTLP clients retry a 503 after Retry-After.
+            raise PushError(
+                503,
+                f"the ingester is behind on writing blocks ({pending} bytes waiting); retry",
+                reason="flush_backpressure",
+                retry_after=1,
+            )
         refused: Counter[str] = Counter(prepared.rejected)
         if prepared.table.num_rows == 0:
             return PushOutcome(0, refused)

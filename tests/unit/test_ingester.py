@@ -109,3 +109,20 @@ def test_spans_over_max_bytes_per_trace_are_refused() -> None:
     kept, refused = inst.append(table.slice(0, 4), 1, payload_bytes=400, now=0.0, max_bytes_per_trace=500)
     assert (kept.num_rows, refused) == (4, 0)
     assert isinstance(kept, pa.Table)
+
+
+def test_pushes_are_refused_while_block_writing_is_behind(ingester: Ingester) -> None:
+    from tracelake.push import PushError
+
+    a = b"\x0a" * 16
+    _push(ingester, _request([a]))
+    ingester.instance("t").cut_idle(time.monotonic(), 0.0, everything=True)
+    head = ingester.instance("t").take_head(time.monotonic(), 3600, 1 << 40, force=True)
+    assert head is not None  # now "being flushed", holding memory
+    ingester.max_pending_flush_bytes = head.bytes - 1
+    with pytest.raises(PushError) as refused:
+        _push(ingester, _request([b"\x0b" * 16], first_span=50))
+    assert refused.value.status == 503 and refused.value.retry_after == 1
+    assert refused.value.reason == "flush_backpressure"
+    assert ingester._flush(head)  # once written, pushes are accepted again
+    _push(ingester, _request([b"\x0c" * 16], first_span=60))
