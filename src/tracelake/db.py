@@ -85,23 +85,23 @@ class TraceDB:
     ) -> pa.Table | None:
         """Spans of ``trace_id`` from every block that holds some of them, or None.
 
-        ``window_unix_nano`` (start, end) skips blocks whose time range lies entirely outside it.
+        Blocks are pruned by id range, ``window_unix_nano`` (start, end) and their bloom filter in the
+        calling thread (microseconds each, once the shard is cached); only blocks that may hold the
+        trace are read, in parallel when there are several.
         """
         hex_id = trace_id.hex()
+        lo, hi = window_unix_nano or (0, 2**64)
         candidates = [
-            m
+            self.reader(m)
             for m in self.block_list(tenant).metas
-            if m.min_id <= hex_id <= m.max_id
-            and (
-                window_unix_nano is None
-                or (m.end_unix_nano >= window_unix_nano[0] and m.start_unix_nano <= window_unix_nano[1])
-            )
+            if m.min_id <= hex_id <= m.max_id and m.end_unix_nano >= lo and m.start_unix_nano <= hi
         ]
-        parts = [
-            t
-            for t in self._pool.map(lambda m: self.reader(m).find_trace(trace_id), candidates)
-            if t is not None
-        ]
+        readers = [r for r in candidates if r.may_contain(trace_id)]
+        if len(readers) > 1:
+            found = self._pool.map(lambda reader: reader.find_trace(trace_id), readers)
+        else:
+            found = [r.find_trace(trace_id) for r in readers]
+        parts = [t for t in found if t is not None]
         if not parts:
             return None
         return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
