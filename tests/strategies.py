@@ -470,3 +470,15 @@ def request_from_canonical(rows: Iterable[CanonicalSpan]) -> ExportTraceServiceR
                 ss.scope.ParseFromString(scope)
         ss.spans.add().ParseFromString(span)
     return request
+
+
+def only_trace(request: ExportTraceServiceRequest, trace_id: bytes) -> ExportTraceServiceRequest:
+    """A copy of ``request`` holding only the spans of ``trace_id`` (what a lookup should return)."""
+    out = ExportTraceServiceRequest()
+    out.CopyFrom(request)
+    for rs in out.resource_spans:
+        for ss in rs.scope_spans:
+            keep = [s for s in ss.spans if s.trace_id == trace_id]
+            del ss.spans[:]
+            ss.spans.extend(keep)
+    return out

@@ -18,7 +18,17 @@ class InvalidInputError(TracelakeError):
 
 
 class InvalidTraceIDError(InvalidInputError):
-    """A trace id is not 1 to 32 hex characters."""
+    """A trace id is not 1 to 32 hex characters.
+
+    ``reason`` ("not hex", "too long", "empty") and ``position`` (1-based, of the first character
+    that is not hex) let each surface word the error its own way (the query API answers in Tempo's).
+    """
+
+    def __init__(self, message: str, *, reason: str, text: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.text = text
+        self.position = position
 
 
 class BackendError(TracelakeError):

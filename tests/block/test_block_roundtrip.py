@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.strategies import canonical_spans, export_requests
+from tests.strategies import canonical_spans, export_requests, only_trace
 from tracelake.backend import Backend
 from tracelake.block import keys
 from tracelake.block.meta import BlockMeta
@@ -29,18 +29,6 @@ SMALL_GROUPS = BlockConfig(parquet_row_group_size_spans=7)
 
 def _trace_ids(request: ExportTraceServiceRequest) -> set[bytes]:
     return {s.trace_id for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
-
-
-def _only_trace(canonical: list[tuple], request: ExportTraceServiceRequest, trace_id: bytes) -> list:
-    """The canonical rows of one trace (the span bytes start with its trace id field)."""
-    wanted = {
-        s.SerializeToString(deterministic=True)
-        for rs in request.resource_spans
-        for ss in rs.scope_spans
-        for s in ss.spans
-        if s.trace_id == trace_id
-    }
-    return [row for row in canonical if row[4] in wanted]
 
 
 @settings(
@@ -63,7 +51,7 @@ def test_random_traces_round_trip_exactly_through_a_block(backend: Backend, requ
     for trace_id in _trace_ids(request):
         found = reader.find_trace(trace_id)
         assert found is not None
-        assert canonical_spans(spans_to_traces_data(found)) == _only_trace(expected, request, trace_id)
+        assert canonical_spans(spans_to_traces_data(found)) == canonical_spans(only_trace(request, trace_id))
     assert meta.total_spans == spans.num_rows
     assert meta.total_traces == len(_trace_ids(request))
 

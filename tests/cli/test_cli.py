@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tests.conftest import S3Endpoint
-from tests.strategies import canonical_spans
+from tests.strategies import canonical_spans, only_trace
 from tracelake.otlp import otlp_json_to_request, request_to_otlp_json
 from tracelake.synth import SynthConfig, generate_request_bytes
 
@@ -49,17 +49,6 @@ def synthetic(traces: int = 30, seed: int = 1) -> ExportTraceServiceRequest:
     return request
 
 
-def trace_of(request: ExportTraceServiceRequest, trace_id: bytes) -> ExportTraceServiceRequest:
-    out = ExportTraceServiceRequest()
-    out.CopyFrom(request)
-    for rs in out.resource_spans:
-        for ss in rs.scope_spans:
-            keep = [s for s in ss.spans if s.trace_id == trace_id]
-            del ss.spans[:]
-            ss.spans.extend(keep)
-    return out
-
-
 def test_import_then_blocks_then_trace(tmp_path: Path) -> None:
     request = synthetic()
     (tmp_path / "in.pb").write_bytes(request.SerializeToString())
@@ -70,7 +59,7 @@ def test_import_then_blocks_then_trace(tmp_path: Path) -> None:
     assert "BLOCK ID" in listing and f"30 traces, {spans} spans" in listing
     trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
     as_json = json.loads(ok(run(tmp_path, "trace", trace_id.hex())))
-    expected = canonical_spans(trace_of(request, trace_id))
+    expected = canonical_spans(only_trace(request, trace_id))
     assert canonical_spans(otlp_json_to_request(as_json)) == expected
     assert as_json["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] == trace_id.hex()
     proto = run(tmp_path, "trace", trace_id.hex(), "--format", "proto")
@@ -170,7 +159,7 @@ def test_s3_end_to_end(tmp_path: Path, s3_endpoint: S3Endpoint) -> None:
     assert "5 traces" in ok(run(tmp_path, "blocks", config=config))
     trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
     got = otlp_json_to_request(json.loads(ok(run(tmp_path, "trace", trace_id.hex(), config=config))))
-    assert canonical_spans(got) == canonical_spans(trace_of(request, trace_id))
+    assert canonical_spans(got) == canonical_spans(only_trace(request, trace_id))
     assert not (tmp_path / "data").exists()
 
 

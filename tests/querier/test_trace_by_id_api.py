@@ -14,7 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tests.server.harness import Server
 from tests.server.sender import post
-from tests.strategies import canonical_spans
+from tests.strategies import canonical_spans, only_trace
 from tracelake.synth import SynthConfig, generate_request_bytes
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "tempo-api-samples"
@@ -44,17 +44,6 @@ def get(server: Server, path: str, headers: dict[str, str] | None = None) -> tup
         conn.close()
 
 
-def one_trace(request: ExportTraceServiceRequest, trace_id: bytes) -> ExportTraceServiceRequest:
-    out = ExportTraceServiceRequest()
-    out.CopyFrom(request)
-    for rs in out.resource_spans:
-        for ss in rs.scope_spans:
-            keep = [s for s in ss.spans if s.trace_id == trace_id]
-            del ss.spans[:]
-            ss.spans.extend(keep)
-    return out
-
-
 @pytest.fixture
 def sent(tmp_path: Path):
     server = Server(tmp_path, receivers=("otlp_http",), extra=HOLD).start()
@@ -79,7 +68,7 @@ def without_empty_parts(trace: TracesData) -> TracesData:
 
 
 def _check_all_forms(server: Server, request: ExportTraceServiceRequest, trace_id: bytes) -> None:
-    expected = canonical_spans(one_trace(request, trace_id))
+    expected = canonical_spans(only_trace(request, trace_id))
     hex_id = trace_id.hex()
     status, content_type, body = get(server, f"/api/traces/{hex_id}", {"Accept": "application/protobuf"})
     assert (status, content_type) == (200, "application/protobuf")

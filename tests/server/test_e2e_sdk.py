@@ -84,7 +84,7 @@ def test_sdk_exporters_land_every_span_exactly_once(tmp_path: Path) -> None:
             )
 
 
-def test_graceful_shutdown_flushes_and_empties_the_wal(tmp_path: Path) -> None:
+def test_graceful_shutdown_flushes_and_a_restart_replays_nothing_twice(tmp_path: Path) -> None:
     server = Server(
         tmp_path, extra={"ingester": {"max_block_duration": "1h", "trace_idle_period": "1h"}}
     ).start()

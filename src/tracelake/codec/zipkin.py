@@ -83,6 +83,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from tracelake.codec import zipkin_proto
 from tracelake.errors import InvalidInputError
+from tracelake.otlp.builder import scope_spans_for
 
 __all__ = ["zipkin_v1_json_to_otlp", "zipkin_v2_json_to_otlp", "zipkin_v2_proto_to_otlp"]
 
@@ -408,15 +409,7 @@ class _Grouper:
             entry = (resource_spans, {})
             self._resources[key] = entry
         resource_spans, scopes = entry
-        scope_spans = scopes.get(scope)
-        if scope_spans is None:
-            scope_spans = resource_spans.scope_spans.add()
-            if scope[0]:
-                scope_spans.scope.name = scope[0]
-            if scope[1]:
-                scope_spans.scope.version = scope[1]
-            scopes[scope] = scope_spans
-        return scope_spans.spans
+        return scope_spans_for(resource_spans, scopes, scope).spans
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pyarrow as pa
 
 from tracelake.errors import InvalidTraceIDError
 
-_HEX = re.compile(r"[0-9a-fA-F]{1,32}")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def parse_trace_id(text: str) -> bytes:
     """16 bytes from 1–32 hex characters, left-padded with zeros as Tempo does (64-bit ids too)."""
     value = text.strip()
-    if not _HEX.fullmatch(value):
-        reason = "too long" if len(value) > 32 else "not hex" if value else "empty"
-        raise InvalidTraceIDError(f"invalid trace id {text!r}: {reason} (expected 1 to 32 hex characters)")
+    bad = next((i for i, char in enumerate(value) if char not in _HEX_DIGITS), None)
+    if bad is not None or not 0 < len(value) <= 32:
+        reason = "not hex" if bad is not None else "too long" if value else "empty"
+        raise InvalidTraceIDError(
+            f"invalid trace id {text!r}: {reason} (expected 1 to 32 hex characters)",
+            reason=reason,
+            text=value,
+            position=None if bad is None else bad + 1,
+        )
     return bytes.fromhex(value.rjust(32, "0"))
 
 

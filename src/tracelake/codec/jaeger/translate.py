@@ -76,6 +76,7 @@ from tracelake.codec.jaeger.proto import (
     parse_post_spans_request,
 )
 from tracelake.errors import InvalidInputError
+from tracelake.otlp.builder import scope_spans_for
 
 Value = str | bool | int | float | bytes
 Attrs = dict[str, Value]
@@ -560,16 +561,7 @@ def proto_batch_to_otlp(batch: Any) -> ExportTraceServiceRequest:
             if _is_blank_proto_span(span):
                 continue
             tags = list(span.tags)
-            scope = _scope_of(tags)
-            target = by_scope.get(scope)
-            if target is None:
-                ss = rs.scope_spans.add()
-                if scope[0]:
-                    ss.scope.name = scope[0]
-                if scope[1]:
-                    ss.scope.version = scope[1]
-                target = by_scope[scope] = ss.spans
-            _fill_proto_span(target.add(), span, tags)
+            _fill_proto_span(scope_spans_for(rs, by_scope, _scope_of(tags)).spans.add(), span, tags)
     return request
 
 
