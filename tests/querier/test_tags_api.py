@@ -9,7 +9,8 @@ import time
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.querier.test_trace_by_id_api import HOLD, SAMPLES, get
+from tests.querier.test_trace_by_id_api import HOLD, get
+from tests.samples import tempo_samples
 from tests.server.harness import Server
 from tests.server.sender import post
 from tracelake.querier.tags import INTRINSIC_TAGS, go_float
@@ -17,7 +18,7 @@ from tracelake.synth import SynthConfig, generate_request_bytes
 
 
 def sample(name: str) -> dict:
-    return json.loads((SAMPLES / name).read_text())
+    return json.loads((tempo_samples() / name).read_text())
 
 
 def get_json(server: Server, path: str) -> dict:

@@ -12,12 +12,12 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from tests.samples import tempo_samples
 from tests.server.harness import Server
 from tests.server.sender import post
 from tests.strategies import canonical_spans, only_trace
 from tracelake.synth import SynthConfig, generate_request_bytes
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "tempo-api-samples"
 HOLD = {"ingester": {"trace_idle_period": "1h", "max_block_duration": "1h"}}
 
 
@@ -104,7 +104,7 @@ def test_json_shape_matches_tempo(sent) -> None:
     server, request = sent
     trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
     ours = json.loads(get(server, f"/api/v2/traces/{trace_id.hex()}")[2])
-    tempo = json.loads((SAMPLES / "traces_v2_7ae894ed8dc75cf7baa1d32a77cc9488.json").read_text())
+    tempo = json.loads((tempo_samples() / "traces_v2_7ae894ed8dc75cf7baa1d32a77cc9488.json").read_text())
     ours_rs, tempo_rs = ours["trace"]["resourceSpans"][0], tempo["trace"]["resourceSpans"][0]
     assert set(ours_rs) == set(tempo_rs)
     assert set(ours_rs["scopeSpans"][0]) == set(tempo_rs["scopeSpans"][0])
@@ -126,9 +126,12 @@ def test_missing_and_malformed_ids_answer_as_tempo(sent) -> None:
     assert json.loads(get(server, f"/api/v2/traces/{missing}")[2]) == {"trace": {}}
     assert get(server, f"/api/v2/traces/{missing}", {"Accept": "application/protobuf"})[2] == b"\x0a\x00"
     status, _, body = get(server, "/api/traces/not-a-trace-id")
-    assert (status, body.decode()) == (400, (SAMPLES / "traces_v1_bad_id.txt").read_text().strip())
+    assert (status, body.decode()) == (400, (tempo_samples() / "traces_v1_bad_id.txt").read_text().strip())
     status, _, body = get(server, "/api/traces/" + "ab" * 20)
-    assert (status, body.decode()) == (400, (SAMPLES / "traces_v1_bad_id_toolong.txt").read_text().strip())
+    assert (status, body.decode()) == (
+        400,
+        (tempo_samples() / "traces_v1_bad_id_toolong.txt").read_text().strip(),
+    )
     assert get(server, "/api/traces/abc123")[0] == 404  # short ids are left-padded, then looked up
 
 
