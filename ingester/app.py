@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tracelake import __version__
 from tracelake.asgi import Request, Response, lifespan, send_response
 from tracelake.backend import open_backend
+from tracelake.compactor.service import CompactorService
 from tracelake.config import Config
 from tracelake.db import TraceDB
 from tracelake.errors import ConfigError
@@ -103,6 +104,8 @@ class WritePathServer:
         self.overrides = Overrides(cfg.overrides)
         self.ingester = Ingester(cfg, self.db, self.overrides)
         self.distributor = Distributor(cfg, self.ingester, self.overrides)
+        # The compactor shares the backend; its first cycle waits one compaction_cycle.
+        self.compactor = None if cfg.compactor.disabled else CompactorService(cfg, self.db.backend)
         self.executor = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="push")
         self._stop = asyncio.Event()
         self._grpc: list = []
@@ -153,6 +156,8 @@ class WritePathServer:
         )
         api_task = asyncio.create_task(api.serve())
         await loop.run_in_executor(None, self.ingester.start)  # replays the WAL; /ready says 503 meanwhile
+        if self.compactor is not None:
+            self.compactor.start(first_delay=self.cfg.compactor.compaction.compaction_cycle)
         enabled = self.cfg.distributor.enabled_receivers()
         receivers = [self._uvicorn(app, enabled[name]) for name, app in self._http_receivers().items()]
         tasks = [asyncio.create_task(r.serve()) for r in receivers]
@@ -206,6 +211,8 @@ class WritePathServer:
         api.should_exit = True
         await asyncio.wait(tasks[:1], timeout=2)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.compactor is not None:
+            await loop.run_in_executor(None, self.compactor.stop)
         self.db.close()
         log.info("stopped", extra={"flushed": flushed})
         return 0

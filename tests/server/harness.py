@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import free_port
 from tracelake.backend import open_backend
-from tracelake.blocklist.tenant_index import list_blocks
+from tracelake.blocklist.tenant_index import hide_replaced, list_blocks
 from tracelake.config import TraceStorageConfig
 from tracelake.db import TraceDB
 
@@ -139,7 +139,9 @@ class Server:
         db = TraceDB(open_backend(self.storage), self.storage)
         try:
             tables = [
-                t for meta in list_blocks(db.backend, tenant).metas for t in db.reader(meta).iter_spans()
+                t
+                for meta in hide_replaced(list_blocks(db.backend, tenant)).metas
+                for t in db.reader(meta).iter_spans()
             ]
         finally:
             db.close()

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tracelake import failpoints
@@ -70,14 +71,149 @@ def _writer_options(cfg: BlockConfig) -> dict:
     )
 
 
-def _write_data(rows: pa.Table, cuts: list[int], path: Path, cfg: BlockConfig) -> int:
-    """Write ``data.parquet`` one row group per cut; returns the footer size."""
-    with pq.ParquetWriter(path, BLOCK_SCHEMA, **_writer_options(cfg)) as writer:
+class BlockWriter:
+    """Builds one block from whole-trace span tables given in trace-id order, one table at a time.
+
+    The compactor feeds it the output of a streaming merge; ``write_block`` feeds it one sorted table.
+    Rows go to a local ``data.parquet`` as soon as a row group is full, so memory holds at most about
+    one row group of pending rows plus the per-trace summary (one small row per trace) and the trace ids
+    for the bloom filter. ``finish`` uploads data, summary and blooms, then ``meta.json`` last.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        tenant: str,
+        cfg: BlockConfig,
+        *,
+        compaction_level: int = 0,
+        replaces: list[str] | None = None,
+        block_id: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.tenant = tenant
+        self.cfg = cfg
+        self.block_id = block_id or str(uuid.uuid4())
+        self.compaction_level = compaction_level
+        self.replaces = list(replaces or [])
+        self._tmp = tempfile.TemporaryDirectory(prefix="tracelake-block-")
+        self._data_path = Path(self._tmp.name) / keys.DATA
+        self._parquet: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []  # block rows not yet in a row group (whole traces)
+        self._pending_rows = 0
+        self._summaries: list[pa.Table] = []
+        self._row_groups: list[RowGroupRange] = []
+        self.spans = 0  # rows given so far
+        self._written_rows = 0
+        self._last_id: bytes | None = None
+
+    def add(self, sorted_spans: pa.Table) -> None:
+        """Append whole traces (SPAN_SCHEMA, sorted by ``layout.sort_spans``), after every earlier one."""
+        if sorted_spans.num_rows == 0:
+            return
+        first = sorted_spans["trace_id"][0].as_py()
+        if self._last_id is not None and first <= self._last_id:
+            raise ValueError("traces must be added in increasing trace-id order, each trace once")
+        self._last_id = sorted_spans["trace_id"][-1].as_py()
+        summary = summarize(sorted_spans)
+        if self.spans:
+            index = summary.schema.get_field_index("first_row")
+            first_row = pc.add(summary["first_row"], pa.scalar(self.spans, pa.int64()))
+            summary = summary.set_column(index, summary.schema.field(index), first_row)
+        self._summaries.append(summary)
+        self._pending.append(to_block_rows(sorted_spans))
+        self._pending_rows += sorted_spans.num_rows
+        self.spans += sorted_spans.num_rows
+        if self._pending_rows >= 2 * self.cfg.parquet_row_group_size_spans:
+            self._flush_groups(final=False)
+
+    def _flush_groups(self, final: bool) -> None:
+        """Write full row groups from the pending rows; keep the last, partial one unless ``final``."""
+        if not self._pending_rows:
+            return
+        rows = pa.concat_tables(self._pending).unify_dictionaries().combine_chunks()
+        trace_ids = id_matrix(rows["trace_id"])
+        cuts = row_group_cuts(trace_starts(trace_ids), self.cfg.parquet_row_group_size_spans)
+        if not final and len(cuts) > 2:
+            cuts = cuts[:-1]  # the last group may still be short: it waits for more traces
+        elif not final:
+            return
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._data_path, BLOCK_SCHEMA, **_writer_options(self.cfg))
         for begin, end in itertools.pairwise(cuts):
-            writer.write_table(rows.slice(begin, end - begin), row_group_size=end - begin)
-    with open(path, "rb") as f:
-        f.seek(-8, io.SEEK_END)
-        return int.from_bytes(f.read(4), "little") + 8
+            self._parquet.write_table(rows.slice(begin, end - begin), row_group_size=end - begin)
+            self._row_groups.append(
+                RowGroupRange(
+                    min_id=trace_ids[begin].tobytes().hex(),
+                    max_id=trace_ids[end - 1].tobytes().hex(),
+                    first_row=self._written_rows + begin,
+                    rows=end - begin,
+                )
+            )
+        done = cuts[-1]
+        self._written_rows += done
+        rest = rows.slice(done)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
+    def finish(self) -> BlockMeta:
+        """Upload the block; ``meta.json`` is written last, so until then the block is invisible."""
+        if self.spans == 0:
+            raise ValueError("a block needs at least one span")
+        try:
+            self._flush_groups(final=True)
+            assert self._parquet is not None
+            self._parquet.close()
+            with open(self._data_path, "rb") as f:
+                f.seek(-8, io.SEEK_END)
+                footer_size = int.from_bytes(f.read(4), "little") + 8
+            return self._upload(footer_size)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the local files (nothing was made visible in the backend)."""
+        if self._parquet is not None and self._parquet.is_open:
+            self._parquet.close()
+        self._tmp.cleanup()
+
+    def _upload(self, footer_size: int) -> BlockMeta:
+        tenant, block_id, cfg = self.tenant, self.block_id, self.cfg
+        summary = pa.concat_tables(self._summaries) if len(self._summaries) > 1 else self._summaries[0]
+        bloom = ShardedBloom.build(
+            summary["trace_id"], cfg.bloom_filter_false_positive, cfg.bloom_filter_shard_size_bytes
+        )
+        files: dict[str, int] = {keys.DATA: self._data_path.stat().st_size}
+        self.backend.write_file(keys.block_key(tenant, block_id, keys.DATA), self._data_path)
+        summary_bytes = summary_to_parquet(summary, cfg.parquet_zstd_level)
+        self.backend.write(keys.block_key(tenant, block_id, keys.SUMMARY), summary_bytes)
+        files[keys.SUMMARY] = len(summary_bytes)
+        for shard, blob in enumerate(bloom.to_bytes_list()):
+            self.backend.write(keys.block_key(tenant, block_id, keys.bloom_name(shard)), blob)
+            files[keys.bloom_name(shard)] = len(blob)
+        meta = BlockMeta(
+            format=FORMAT_V1,
+            block_id=block_id,
+            tenant_id=tenant,
+            start_unix_nano=int(pc.min(summary["start_time_unix_nano"]).as_py()),
+            end_unix_nano=int(trace_ends(summary).max()),
+            min_id=self._row_groups[0].min_id,
+            max_id=self._row_groups[-1].max_id,
+            total_traces=summary.num_rows,
+            total_spans=self.spans,
+            size=sum(files.values()),
+            compaction_level=self.compaction_level,
+            bloom_shards=len(bloom.shards),
+            bloom_false_positive=cfg.bloom_filter_false_positive,
+            footer_size=footer_size,
+            row_groups=self._row_groups,
+            files=files,
+            replaces=self.replaces,
+            created_at=datetime.fromtimestamp(time.time(), UTC).isoformat(),
+        )
+        failpoints.hit("block.before_meta")
+        self.backend.write(keys.block_key(tenant, block_id, keys.META), meta.to_bytes())
+        return meta
 
 
 def write_block(
@@ -93,55 +229,8 @@ def write_block(
     """Write ``spans`` (SPAN_SCHEMA, any order, at least one span) as a new block of ``tenant``."""
     if spans.num_rows == 0:
         raise ValueError("a block needs at least one span")
-    block_id = block_id or str(uuid.uuid4())
-    ordered = sort_spans(spans)
-    rows = to_block_rows(ordered)
-    summary = summarize(ordered)
-    trace_ids = id_matrix(ordered["trace_id"])
-    cuts = row_group_cuts(trace_starts(trace_ids), cfg.parquet_row_group_size_spans)
-    bloom = ShardedBloom.build(
-        summary["trace_id"], cfg.bloom_filter_false_positive, cfg.bloom_filter_shard_size_bytes
+    writer = BlockWriter(
+        backend, tenant, cfg, compaction_level=compaction_level, replaces=replaces, block_id=block_id
     )
-    files: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="tracelake-block-") as tmp:
-        data_path = Path(tmp) / keys.DATA
-        footer_size = _write_data(rows, cuts, data_path, cfg)
-        files[keys.DATA] = data_path.stat().st_size
-        backend.write_file(keys.block_key(tenant, block_id, keys.DATA), data_path)
-    summary_bytes = summary_to_parquet(summary, cfg.parquet_zstd_level)
-    backend.write(keys.block_key(tenant, block_id, keys.SUMMARY), summary_bytes)
-    files[keys.SUMMARY] = len(summary_bytes)
-    for shard, blob in enumerate(bloom.to_bytes_list()):
-        backend.write(keys.block_key(tenant, block_id, keys.bloom_name(shard)), blob)
-        files[keys.bloom_name(shard)] = len(blob)
-    meta = BlockMeta(
-        format=FORMAT_V1,
-        block_id=block_id,
-        tenant_id=tenant,
-        start_unix_nano=int(summary["start_time_unix_nano"].to_numpy().min()),
-        end_unix_nano=int(trace_ends(summary).max()),
-        min_id=trace_ids[0].tobytes().hex(),
-        max_id=trace_ids[-1].tobytes().hex(),
-        total_traces=summary.num_rows,
-        total_spans=ordered.num_rows,
-        size=sum(files.values()),
-        compaction_level=compaction_level,
-        bloom_shards=len(bloom.shards),
-        bloom_false_positive=cfg.bloom_filter_false_positive,
-        footer_size=footer_size,
-        row_groups=[
-            RowGroupRange(
-                min_id=trace_ids[begin].tobytes().hex(),
-                max_id=trace_ids[end - 1].tobytes().hex(),
-                first_row=begin,
-                rows=end - begin,
-            )
-            for begin, end in itertools.pairwise(cuts)
-        ],
-        files=files,
-        replaces=list(replaces or []),
-        created_at=datetime.fromtimestamp(time.time(), UTC).isoformat(),
-    )
-    failpoints.hit("block.before_meta")
-    backend.write(keys.block_key(tenant, block_id, keys.META), meta.to_bytes())
-    return meta
+    writer.add(sort_spans(spans))
+    return writer.finish()
