@@ -40,18 +40,27 @@ def ids(jobs) -> list[list[str]]:
     return [j.input_ids for j in jobs]
 
 
-def test_groups_by_tenant_window_and_level() -> None:
+def test_groups_by_tenant_and_window() -> None:
     blocks = [
         meta("a1", hour=10.2),
         meta("a2", hour=10.7),
+        meta("a3", hour=10.5, level=2),  # an older window merges across levels
         meta("b1", hour=11.5),  # another window: alone, not merged
-        meta("c1", hour=10.5, level=1),  # another level
         meta("d1", hour=10.3, tenant="u"),  # another tenant
         meta("d2", hour=10.4, tenant="u"),
     ]
     jobs = plan(blocks, CompactionConfig(), NOW)
-    assert sorted(ids(jobs)) == [["a1", "a2"], ["d1", "d2"]]
-    assert {(j.tenant, j.level, j.window) for j in jobs} == {("t", 0, 10), ("u", 0, 10)}
+    assert sorted(ids(jobs)) == [["a1", "a2", "a3"], ["d1", "d2"]]
+    assert {(j.tenant, j.level, j.window) for j in jobs} == {("t", 2, 10), ("u", 0, 10)}
+
+
+def test_the_current_window_is_grouped_by_level() -> None:
+    blocks = [meta(f"l0-{i}", hour=100.5) for i in range(3)] + [
+        meta(f"l1-{i}", hour=100.5, level=1) for i in range(3)
+    ]
+    jobs = plan(blocks, CompactionConfig(max_input_blocks=3), NOW)
+    assert ids(jobs) == [["l0-0", "l0-1", "l0-2"], ["l1-0", "l1-1", "l1-2"]]
+    assert [j.level for j in jobs] == [0, 1]
 
 
 def test_other_format_versions_are_never_merged() -> None:

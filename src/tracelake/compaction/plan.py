@@ -1,11 +1,15 @@
 """Which blocks to merge: a pure function of the block list (and the clock), so it is tested alone.
 
-Blocks are grouped by tenant, format version, time window (of their newest span, as Tempo does) and
-compaction level. Within a group, inputs are taken smallest first, 2 to ``max_input_blocks`` per job,
-while their summed size and trace count stay within ``max_block_bytes`` and ``max_compaction_objects``:
-one job writes one output block, so outputs are bounded by construction. In a window that may still
-receive blocks (the newest one), a job waits until it has ``max_input_blocks`` inputs, so a span is
-rewritten about log_{max_input_blocks}(blocks per window) times rather than once per arriving block.
+Blocks are grouped by tenant, format version and time window (of their newest span, as Tempo does).
+Within a group, inputs are taken smallest first, 2 to ``max_input_blocks`` per job, while their summed
+size and trace count stay within ``max_block_bytes`` and ``max_compaction_objects``: one job writes one
+output block, so outputs are bounded by construction.
+
+The window that may still receive blocks (the current one) is also grouped by compaction level, and a
+job there waits until it has ``max_input_blocks`` inputs: a span is rewritten about
+log_{max_input_blocks}(blocks per window) times, not once per arriving block. Older windows merge
+across levels, as Tempo does, so each converges to as few blocks as the size limits allow (a crash
+that leaves blocks of several levels in a window does not leave them apart for good).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ _OUTPUT_ID_NAMESPACE = uuid.UUID("6f1c1c1e-6a55-4c1b-9d4e-74726163656c")
 class Job:
     tenant: str
     window: int  # window number: newest span // compaction_window
-    level: int  # compaction level of the inputs; the output gets level + 1
+    level: int  # highest compaction level of the inputs; the output gets level + 1
     inputs: tuple[BlockMeta, ...]
 
     @property
@@ -59,19 +63,20 @@ def window_of(meta: BlockMeta, window_seconds: float) -> int:
 def plan(metas: Iterable[BlockMeta], cfg: CompactionConfig, now_unix: float) -> list[Job]:
     """Jobs for the live blocks ``metas`` (one tenant or several), oldest window first; no block is in
     two jobs."""
+    current_window = int(now_unix * _NS) // max(1, int(cfg.compaction_window * _NS))
     groups: dict[tuple[str, str, int, int], list[BlockMeta]] = defaultdict(list)
     for meta in metas:
-        groups[
-            (meta.tenant_id, meta.format, window_of(meta, cfg.compaction_window), meta.compaction_level)
-        ].append(meta)
-    current_window = int(now_unix * _NS) // max(1, int(cfg.compaction_window * _NS))
+        window = window_of(meta, cfg.compaction_window)
+        level = meta.compaction_level if window >= current_window else -1  # -1: any level
+        groups[(meta.tenant_id, meta.format, window, level)].append(meta)
     jobs: list[Job] = []
-    for (tenant, _, window, level), members in sorted(
+    for (tenant, _, window, _), members in sorted(
         groups.items(), key=lambda kv: (kv[0][2], kv[0][3], kv[0][0])
     ):
         minimum = cfg.max_input_blocks if window >= current_window else 2
         for inputs in _fill(sorted(members, key=lambda m: (m.size, m.block_id)), cfg):
             if len(inputs) >= minimum:
+                level = max(m.compaction_level for m in inputs)
                 jobs.append(Job(tenant, window, level, tuple(inputs)))
     return jobs
 
