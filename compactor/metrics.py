@@ -36,7 +36,7 @@ outstanding_blocks = Gauge(
 )
 jobs = Counter(
     "tracelake_compactor_compaction_jobs_total",
-    "Jobs by outcome: done, resumed (output already committed), leased (owned by another compactor).",
+    "Jobs by outcome: done, resumed (output already committed), skipped (another compactor owns or did it).",
     ["outcome"],
 )
 errors = Counter("tracelake_compactor_compaction_errors_total", "Cycles or jobs that failed.")

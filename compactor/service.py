@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class CycleStats:
     planned: int = 0
     done: list[JobResult] = field(default_factory=list)
-    leased: int = 0  # jobs skipped: another compactor owns (some of) their inputs
+    skipped: int = 0  # another compactor owns (some of) the inputs, or already did the job
     failed: int = 0
 
 
@@ -121,8 +121,8 @@ class CompactorService:
             if on_progress is not None:
                 on_progress(done_spans)
             if result is None:
-                stats.leased += 1
-                metrics.jobs.labels("leased").inc()
+                stats.skipped += 1
+                metrics.jobs.labels("skipped").inc()
                 continue
             stats.done.append(result)
             self._record(result)
@@ -180,7 +180,7 @@ class CompactorService:
                 if stats.planned:
                     log.info(
                         "compaction cycle",
-                        extra={"planned": stats.planned, "done": len(stats.done), "leased": stats.leased},
+                        extra={"planned": stats.planned, "done": len(stats.done), "skipped": stats.skipped},
                     )
             except Exception:
                 metrics.errors.inc()

@@ -82,19 +82,22 @@ def run_job(
     clock: Callable[[], float] = time.time,
 ) -> JobResult | None:
     """Run ``job`` if its inputs can be leased and are still live; None when another compactor owns
-    or already merged some of them."""
+    them, merged some of them, or finished the job. A job whose output an earlier attempt committed
+    only marks the inputs still live (``resumed``)."""
     held = lease.acquire(backend, job.tenant, job.input_ids, owner, compaction.lease_duration, clock())
     if held is None:
         return None
     started = time.monotonic()
     try:
+        live = [m for m in job.inputs if backend.exists(keys.block_key(job.tenant, m.block_id, keys.META))]
         output = committed_output(backend, job)
-        if output is None and not all(
-            backend.exists(keys.block_key(job.tenant, block_id, keys.META)) for block_id in job.input_ids
-        ):
+        if output is None and len(live) < len(job.inputs):
             return None  # another compactor merged some inputs since this one listed them
-        result = JobResult(job, output, resumed=True) if output is not None else None
-        if result is None:
+        if output is not None and not live:
+            return None  # another compactor finished this very job since this one listed it
+        if output is not None:
+            result = JobResult(job, output, resumed=True)
+        else:
             output, stats = compact(
                 backend,
                 list(job.inputs),
@@ -106,7 +109,7 @@ def run_job(
             )
             result = JobResult(job, output, stats)
         failpoints.hit("compactor.after_output")
-        for i, meta in enumerate(job.inputs):
+        for i, meta in enumerate(live):
             mark_compacted(backend, meta, clock())
             if i == 0:
                 failpoints.hit("compactor.after_first_mark")
