@@ -8,9 +8,23 @@ import argparse
 from tracelake.config import Config
 
 
+def _prefer_jemalloc() -> None:
+    """Arrow's default pool in these wheels is mimalloc, which keeps freed pages mapped: a 10-input
+    merge of 100k spans peaked at 271 MiB RSS with it and 197 MiB with jemalloc, at the same CPU
+    time. Only a process that runs nothing but the compactor switches (``serve`` keeps the default).
+    """
+    import pyarrow as pa
+
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc: keep the default
+        pass
+
+
 def cmd_compactor(args: argparse.Namespace, cfg: Config) -> int:
     from tracelake.compactor.server import run_compactor
 
+    _prefer_jemalloc()
     return run_compactor(cfg)
 
 
@@ -19,6 +33,7 @@ def cmd_compact(args: argparse.Namespace, cfg: Config) -> int:
     from tracelake.cli.progress import Progress
     from tracelake.compactor.service import CompactorService
 
+    _prefer_jemalloc()
     backend = open_backend(cfg.storage.trace)
     service = CompactorService(cfg, backend)
     progress: list[Progress] = []

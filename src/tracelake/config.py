@@ -172,7 +172,7 @@ class CompactionConfig(_Section):
     # Ours. Inputs per job: 100 small blocks become 10, then 1 (each span rewritten twice).
     max_input_blocks: int = 10
     # Decoded rows held by a job's merge: the per-input batch size is derived from it.
-    memory_budget_bytes: int = 256 * 1024 * 1024
+    memory_budget_bytes: int = 64 * 1024 * 1024
     # How long a compactor owns the inputs of a job (lease objects written with If-None-Match).
     lease_duration: float = 600.0
     # A block folder without meta.json is an unfinished write; it is deleted once this old.

@@ -30,13 +30,14 @@ from tracelake.errors import BlockFormatError, ObjectNotFoundError
 
 log = logging.getLogger(__name__)
 
-# Decoded Arrow bytes per span of realistic spans (benchmarks/compaction_bench.py measures ~760 B),
-# rounded up; and how many copies of a batch a merge holds at once (two buffered batches per input,
-# the merged batch, its sorted copy).
+# Decoded Arrow bytes per span of realistic spans (benchmarks/compaction_bench.py measures ~800 B),
+# rounded up. Half of the memory budget buffers the inputs (two batches each at most), half the merged
+# batch on its way out (combined, sorted, block rows, the writer's pending row group: four copies).
 ARROW_BYTES_PER_SPAN = 1024
-WORKING_COPIES = 4
-MIN_BATCH_ROWS = 256
-MAX_BATCH_ROWS = 65536
+BUFFERED_BATCHES = 2
+OUTPUT_COPIES = 4
+MIN_ROWS = 256
+MAX_ROWS = 65536
 
 
 @dataclass
@@ -48,10 +49,15 @@ class JobResult:
     resumed: bool = False  # the output was already committed by an earlier attempt
 
 
-def batch_rows(cfg: CompactionConfig, inputs: int) -> int:
-    """Rows read per input at a time so that the merge stays within ``memory_budget_bytes``."""
-    rows = cfg.memory_budget_bytes // (max(inputs, 1) * ARROW_BYTES_PER_SPAN * WORKING_COPIES)
-    return int(min(max(rows, MIN_BATCH_ROWS), MAX_BATCH_ROWS))
+def merge_rows(cfg: CompactionConfig, inputs: int) -> tuple[int, int]:
+    """(rows read per input at a time, rows merged per step) within ``memory_budget_bytes``."""
+    half = cfg.memory_budget_bytes // 2
+
+    def clamp(rows: int) -> int:
+        return int(min(max(rows, MIN_ROWS), MAX_ROWS))
+
+    batch = clamp(half // (max(inputs, 1) * BUFFERED_BATCHES * ARROW_BYTES_PER_SPAN))
+    return batch, clamp(half // (OUTPUT_COPIES * ARROW_BYTES_PER_SPAN))
 
 
 def mark_compacted(backend: Backend, meta: BlockMeta, now: float) -> None:
@@ -98,13 +104,15 @@ def run_job(
         if output is not None:
             result = JobResult(job, output, resumed=True)
         else:
+            batch, emit = merge_rows(compaction, len(job.inputs))
             output, stats = compact(
                 backend,
                 list(job.inputs),
                 block,
                 block_id=job.output_block_id,
                 compaction_level=job.level + 1,
-                batch_rows=batch_rows(compaction, len(job.inputs)),
+                batch_rows=batch,
+                emit_rows=emit,
                 on_progress=on_progress,
             )
             result = JobResult(job, output, stats)

@@ -85,10 +85,14 @@ class _Cursor:
 
 
 def merge_sorted_inputs(
-    inputs: list[Iterator[pa.RecordBatch]], batch_rows: int, stats: MergeStats
+    inputs: list[Iterator[pa.RecordBatch]], batch_rows: int, stats: MergeStats, emit_rows: int | None = None
 ) -> Iterator[pa.Table]:
     """Whole traces in increasing trace-id order (SPAN_SCHEMA tables, deduplicated) from the inputs'
-    ``data.parquet`` batches, each input sorted by trace id."""
+    ``data.parquet`` batches, each input sorted by trace id.
+
+    Each yielded table holds about ``emit_rows`` spans (default: one batch per input) or one trace,
+    whichever is larger: merging, sorting and encoding copy it a few times, so it is kept small.
+    """
     cursors = [_Cursor(batches, batch_rows) for batches in inputs]
     while True:
         for cursor in cursors:
@@ -100,6 +104,10 @@ def merge_sorted_inputs(
         watermark = min(c.ids[-1] for c in active)
         # Rows of the watermark trace are final only if every input that ends on it has no more rows.
         side = "right" if all(c.exhausted for c in active if c.ids[-1] == watermark) else "left"
+        share = max(1, (emit_rows or batch_rows * len(cursors)) // len(active))
+        lower = min(c.ids[min(share, len(c.ids) - 1)] for c in active)
+        if lower < watermark and lower > min(c.ids[0] for c in active):
+            watermark, side = lower, "left"  # a smaller step: rows below an id that some input holds
         parts = []
         for cursor in active:
             n = int(np.searchsorted(cursor.ids, watermark, side=side))
@@ -211,6 +219,7 @@ def compact(
     block_id: str,
     compaction_level: int,
     batch_rows: int,
+    emit_rows: int | None = None,
     on_progress=None,
 ) -> tuple[BlockMeta, MergeStats]:
     """Merge ``inputs`` (blocks of one tenant) into one new block that records them in ``replaces``.
@@ -230,7 +239,7 @@ def compact(
     )
     try:
         batches = [f.iter_batches(batch_size=batch_rows, use_threads=False) for f in files]
-        for table in merge_sorted_inputs(batches, batch_rows, stats):
+        for table in merge_sorted_inputs(batches, batch_rows, stats, emit_rows):
             writer.add(table)
             if on_progress is not None:
                 on_progress(stats.spans_in)
