@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from tracelake.config import Config
 
@@ -15,10 +16,8 @@ def _prefer_jemalloc() -> None:
     """
     import pyarrow as pa
 
-    try:
+    with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc: the default
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # a pyarrow built without jemalloc: keep the default
-        pass
 
 
 def cmd_compactor(args: argparse.Namespace, cfg: Config) -> int:
