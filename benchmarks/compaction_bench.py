@@ -31,7 +31,7 @@ from tracelake.backend import open_backend
 from tracelake.block import keys
 from tracelake.blocklist.tenant_index import list_blocks, load_block_list
 from tracelake.codec.decode import decode_otlp
-from tracelake.config import BlockConfig, LocalStorageConfig, TraceStorageConfig
+from tracelake.config import BlockConfig, CompactionConfig, LocalStorageConfig, TraceStorageConfig
 from tracelake.db import TraceDB
 from tracelake.encoding.v1.create import write_block
 from tracelake.synth import SynthConfig, generate_request_bytes
@@ -49,7 +49,18 @@ def _row(name: str, value: str, note: str = "") -> None:
 # Run in a child: the command, then its own CPU time and VmHWM (the peak RSS of this process image;
 # getrusage's ru_maxrss would include the parent's pages from before exec).
 _MEASURE = """
-import json, resource, sys
+import json, resource, sys, threading, time
+
+def status(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) * 1024
+
+peak_anon = [0]
+def sample():  # RssAnon excludes file pages, e.g. the memory-mapped input blocks
+    while True:
+        peak_anon[0] = max(peak_anon[0], status("RssAnon:"))
+        time.sleep(0.02)
+
+threading.Thread(target=sample, daemon=True).start()
 code = 0
 if sys.argv[1:]:
     from tracelake.cli.main import main
@@ -57,19 +68,20 @@ if sys.argv[1:]:
 else:
     import tracelake.compactor.service  # noqa: F401
 usage = resource.getrusage(resource.RUSAGE_SELF)
-hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"cpu": usage.ru_utime + usage.ru_stime, "rss": hwm * 1024}))
+peak_anon[0] = max(peak_anon[0], status("RssAnon:"))
+print(json.dumps({"cpu": usage.ru_utime + usage.ru_stime, "rss": status("VmHWM:"), "anon": peak_anon[0]}))
 sys.exit(code)
 """
 
 
-def _child_usage(args: list[str]) -> tuple[float, int, float]:
-    """Run ``tracelake args`` (or only the imports) in a child: (CPU s, peak RSS bytes, wall s)."""
+def _child_usage(args: list[str]) -> tuple[float, int, int, float]:
+    """Run ``tracelake args`` (or only the imports) in a child: (CPU s, peak RSS, peak anonymous RSS
+    sampled every 20 ms, wall s)."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _MEASURE, *args], check=True, capture_output=True, text=True)
     wall = time.perf_counter() - started
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures["cpu"], figures["rss"], wall
+    return figures["cpu"], figures["rss"], figures["anon"], wall
 
 
 def _make_blocks(backend, args) -> tuple[int, int, float, int]:
@@ -144,7 +156,10 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=10, help="blocks that repeat another block's spans")
     parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument("--memory-budget", type=int, help="compactor.compaction.memory_budget_bytes")
     args = parser.parse_args()
+    budget = {"memory_budget_bytes": args.memory_budget} if args.memory_budget else {}
+    budget_bytes = args.memory_budget or CompactionConfig().memory_budget_bytes
 
     with tempfile.TemporaryDirectory(prefix="tracelake-compaction-bench-") as tmp:
         storage = TraceStorageConfig(local=LocalStorageConfig(path=str(Path(tmp) / "data")))
@@ -163,12 +178,12 @@ def main() -> int:
             yaml.safe_dump(
                 {
                     "storage": {"trace": {"local": {"path": storage.local.path}}},
-                    "compactor": {"compaction": {"block_retention": 0}},
+                    "compactor": {"compaction": {"block_retention": 0, **budget}},
                 }
             )
         )
-        idle_cpu, idle_rss, _ = _child_usage([])
-        cpu, rss, wall = _child_usage(["--config", str(config), "compact"])
+        idle_cpu, idle_rss, idle_anon, _ = _child_usage([])
+        cpu, rss, anon, wall = _child_usage(["--config", str(config), "compact"])
         cpu -= idle_cpu  # interpreter start and imports, measured alone
 
         blocks = list_blocks(backend, TENANT)
@@ -213,6 +228,12 @@ def main() -> int:
         f"{rss / arrow_bytes:.0%} of the input's Arrow size",
     )
     _row("  of which interpreter + imports", f"{idle_rss / 2**20:,.0f} MiB", "a child that only imports")
+    _row(
+        "peak anonymous RSS (no file pages)",
+        f"{anon / 2**20:,.0f} MiB",
+        f"{anon / arrow_bytes:.0%}; imports alone {idle_anon / 2**20:,.0f} MiB; "
+        f"budget {budget_bytes / 2**20:.0f} MiB",
+    )
     _row(
         "input uncompressed Arrow size",
         f"{arrow_bytes / 2**20:,.0f} MiB",

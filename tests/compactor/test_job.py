@@ -15,7 +15,8 @@ from tracelake.compaction import lease
 from tracelake.compaction.cleanup import cleanup_tenant
 from tracelake.compaction.job import committed_output, run_job
 from tracelake.compaction.plan import plan
-from tracelake.config import BlockConfig, CompactionConfig
+from tracelake.config import BlockConfig, CompactionConfig, TraceStorageConfig
+from tracelake.db import TraceDB
 from tracelake.encoding.v1.compactor import compact
 
 CFG = BlockConfig(parquet_row_group_size_spans=300)
@@ -43,7 +44,7 @@ def test_job_commits_output_then_marks_inputs(backend: Backend, spans: pa.Table)
 
 
 def test_a_committed_output_hides_its_inputs_and_a_retry_only_marks(
-    backend: Backend, spans: pa.Table
+    backend: Backend, storage_config: TraceStorageConfig, spans: pa.Table
 ) -> None:
     write_split_blocks(backend, spans, blocks=2, replicated=1, cfg=CFG)
     (job,) = plan(list_blocks(backend, TENANT).metas, COMPACTION, time.time())
@@ -52,6 +53,10 @@ def test_a_committed_output_hides_its_inputs_and_a_retry_only_marks(
     assert len(list_blocks(backend, TENANT).metas) == 4
     counts, _ = visible_spans(backend)
     assert counts == span_keys(spans) and set(counts.values()) == {1}
+    db = TraceDB(backend, storage_config)  # the querier's path: tenant index or listing, then hiding
+    assert [m.block_id for m in db.block_list(TENANT).metas] == [job.output_block_id]
+    trace_id = spans["trace_id"][0].as_py()
+    assert set(span_keys(db.find_trace(TENANT, trace_id)).values()) == {1}
     assert committed_output(backend, job) is not None
     result = run_job(backend, job, COMPACTION, CFG, "me")
     assert result is not None and result.resumed
