@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from tracelake.backend import Backend
 from tracelake.blocklist.tenant_index import (
-    hide_replaced,
     list_blocks,
     list_tenants,
     read_tenant_index,
@@ -81,15 +80,13 @@ class CompactorService:
         jobs: list[Job] = []
         for tenant in tenants:
             self._index_age(tenant)
-            cleaned, _ = cleanup_tenant(
+            cleaned, blocks = cleanup_tenant(
                 self.backend, tenant, compaction, self.block_retention(overrides, tenant), time.time()
             )
             metrics.retention_marked.labels(tenant).inc(cleaned.retention_marked)
             metrics.retention_deleted.labels(tenant).inc(cleaned.compacted_deleted)
             metrics.partial_deleted.labels(tenant).inc(cleaned.partial_deleted)
-            tenant_jobs = plan(
-                hide_replaced(list_blocks(self.backend, tenant)).metas, compaction, time.time()
-            )
+            tenant_jobs = plan(blocks.metas, compaction, time.time())
             metrics.outstanding_blocks.labels(tenant).set(sum(len(j.inputs) for j in tenant_jobs))
             jobs += tenant_jobs
         # Compactors start from different jobs, so that several rarely contend for the same leases.

@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tracelake.backend import Backend
 from tracelake.block import keys
+from tracelake.block.meta import BlockMeta
 from tracelake.blocklist.tenant_index import BlockList, list_blocks
 from tracelake.compaction.job import mark_compacted
 from tracelake.config import CompactionConfig
@@ -36,11 +37,12 @@ class CleanupStats:
 def cleanup_tenant(
     backend: Backend, tenant: str, cfg: CompactionConfig, block_retention: float, now: float
 ) -> tuple[CleanupStats, BlockList]:
-    """Apply the rules above; returns what was done and the block list as it was found."""
+    """Apply the rules above; returns what was done and the tenant's blocks afterwards."""
     stats = CleanupStats()
     blocks = list_blocks(backend, tenant)
     replaced = {block_id for m in blocks.metas for block_id in m.replaces}
     oldest_kept = int((now - block_retention) * _NS)
+    live: list[BlockMeta] = []
     for meta in blocks.metas:
         if meta.block_id in replaced:
             mark_compacted(backend, meta, now)
@@ -50,12 +52,14 @@ def cleanup_tenant(
             mark_compacted(backend, meta, now)
             stats.retention_marked += 1
             log.info("block past retention", extra={"tenant": tenant, "block": meta.block_id})
+        else:
+            live.append(meta)
     for compacted in blocks.compacted:
         if compacted.compacted_unix + cfg.compacted_block_retention < now:
             backend.delete_prefix(keys.block_prefix(tenant, compacted.meta.block_id))
             stats.compacted_deleted += 1
     stats.partial_deleted = _delete_partial_folders(backend, tenant, cfg.partial_block_grace_period, now)
-    return stats, blocks
+    return stats, replace(blocks, metas=live)
 
 
 def _delete_partial_folders(backend: Backend, tenant: str, grace: float, now: float) -> int:
