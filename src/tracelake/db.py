@@ -28,6 +28,7 @@ from tracelake.errors import BlockFormatError
 
 _READER_CACHE_SIZE = 1024
 _LOOKUP_THREADS = 8
+_SUMMARY_CACHE_BYTES = 256 * 2**20  # per-trace summaries kept for search (about 100 B per trace)
 
 
 class TraceDB:
@@ -38,6 +39,14 @@ class TraceDB:
         self._readers_lock = threading.Lock()
         self._block_lists = BlockListCache(backend, cfg.blocklist_poll, cfg.blocklist_poll_stale_tenant_index)
         self._pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="tracelake-lookup")
+        self._summaries: OrderedDict[str, pa.Table] = OrderedDict()
+        self._summary_bytes = 0
+        self._summaries_lock = threading.Lock()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """Threads for reading several blocks at once (lookups, searches)."""
+        return self._pool
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -79,6 +88,23 @@ class TraceDB:
             else:
                 self._readers.move_to_end(meta.block_id)
             return reader
+
+    def summary(self, meta: BlockMeta) -> pa.Table:
+        """A block's per-trace summary, cached (least recently used first out, bounded in bytes)."""
+        with self._summaries_lock:
+            table = self._summaries.get(meta.block_id)
+            if table is not None:
+                self._summaries.move_to_end(meta.block_id)
+                return table
+        table = self.reader(meta).read_summary()
+        with self._summaries_lock:
+            if meta.block_id not in self._summaries:
+                self._summaries[meta.block_id] = table
+                self._summary_bytes += table.nbytes
+            while self._summary_bytes > _SUMMARY_CACHE_BYTES and len(self._summaries) > 1:
+                _, old = self._summaries.popitem(last=False)
+                self._summary_bytes -= old.nbytes
+        return table
 
     def find_trace(
         self, tenant: str, trace_id: bytes, window_unix_nano: tuple[int, int] | None = None

@@ -23,7 +23,13 @@ from tracelake.block import keys
 from tracelake.block.meta import FORMAT_V1, BlockMeta, RowGroupRange
 from tracelake.bloom import ShardedBloom
 from tracelake.config import BlockConfig
-from tracelake.encoding.v1.layout import BLOCK_SCHEMA, row_group_cuts, sort_spans, to_block_rows
+from tracelake.encoding.v1.layout import (
+    BLOCK_SCHEMA,
+    generic_attribute_keys,
+    row_group_cuts,
+    sort_spans,
+    to_block_rows,
+)
 from tracelake.encoding.v1.summary import summarize, summary_to_parquet, trace_ends
 from tracelake.model.ids import id_matrix, trace_starts
 
@@ -140,6 +146,7 @@ def write_block(
         ],
         files=files,
         replaces=list(replaces or []),
+        span_attribute_keys=generic_attribute_keys(ordered),
         created_at=datetime.fromtimestamp(time.time(), UTC).isoformat(),
     )
     failpoints.hit("block.before_meta")

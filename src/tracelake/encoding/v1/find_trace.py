@@ -94,6 +94,22 @@ class BlockReader:
         except (pa.ArrowInvalid, OSError) as exc:
             raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
 
+    def read_row_groups(self, groups: list[int], columns: list[str]) -> pa.Table:
+        """Several row groups in one read (search): one call instead of one per group."""
+        try:
+            return self.parquet().read_row_groups(groups, columns=columns, use_threads=False)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
+
+    def read_summary(self) -> pa.Table:
+        """The block's ``summary.parquet``: one row per trace, in trace id order."""
+        try:
+            return pq.read_table(pa.BufferReader(self.backend.read(self._key(keys.SUMMARY))))
+        except ObjectNotFoundError as exc:
+            raise BlockFormatError(f"{self._where(keys.SUMMARY)} is missing") from exc
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BlockFormatError(f"{self._where(keys.SUMMARY)} is corrupt: {exc}") from exc
+
     def iter_spans(self):
         """Every span of the block, one row group at a time (SPAN_SCHEMA tables)."""
         for group in range(self.parquet().num_row_groups):
