@@ -152,8 +152,8 @@ def parse_search(
     params: dict[str, str], default_limit: int = DEFAULT_LIMIT, max_limit: int = 0
 ) -> SearchRequest:
     """The request behind ``/api/search?...``; raises SearchRequestError / TraceQLError (400)."""
-    q = params.get("q", "").strip()
-    if q:
+    q = params.get("q", "")
+    if q.strip():
         try:
             query = parse(q)
         except TraceQLError as exc:
@@ -180,7 +180,7 @@ def parse_search(
         raise SearchRequestError("invalid maxDuration: must be greater than minDuration")
     return SearchRequest(
         query=query,
-        traceql=bool(q),
+        traceql=bool(q.strip()),
         limit=_int_param(params, "limit", default_limit, max_limit or None),
         spss=_int_param(params, "spss", DEFAULT_SPSS, MAX_SPSS),
         start_ns=start_ns,
