@@ -135,7 +135,7 @@ def test_traceql_returns_span_sets_with_matched_spans(loaded) -> None:
 
 
 def test_duration_bounds_and_limit(loaded) -> None:
-    server, stored, recent = loaded
+    server, _, _ = loaded
     status, body = search(server, minDuration="100ms", maxDuration="2s", limit="7", **RANGE)
     assert status == 200
     assert 0 < len(body["traces"]) <= 7
@@ -145,7 +145,7 @@ def test_duration_bounds_and_limit(loaded) -> None:
 
 
 def test_trace_level_intrinsics_and_spanset_operators(loaded) -> None:
-    server, stored, recent = loaded
+    server, _, _ = loaded
     status, body = search(
         server,
         q='{ rootServiceName = "frontend" } && { kind = client && duration > 1ms }',
