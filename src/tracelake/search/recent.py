@@ -18,7 +18,7 @@ from tracelake.encoding.v1.summary import summarize
 from tracelake.search.frame_search import search_frame
 from tracelake.search.request import SearchRequest
 from tracelake.search.results import Collector
-from tracelake.traceql.ast import SpansetExpr, SpansetFilter
+from tracelake.traceql.ast import SpansetExpr, SpansetFilter, Structural
 from tracelake.traceql.evaluate import Evaluator
 from tracelake.traceql.frame import SpanFrame
 
@@ -39,8 +39,10 @@ def _candidates(expr: SpansetExpr, table: pa.Table, ev: Evaluator) -> pa.Array:
     if isinstance(expr, SpansetFilter):
         mask = ev.field_mask(expr.expr)
         return pc.unique(table["trace_id"].filter(pa.array(mask)))
-    # && and || alike keep the union: a && side may sit in another batch; the exact pass decides
-    parts = [_candidates(t, table, ev) for t in expr.terms]
+    # &&, || and structural operators alike keep the union: one side may sit in another batch;
+    # the exact pass decides
+    terms = (expr.lhs, expr.rhs) if isinstance(expr, Structural) else expr.terms
+    parts = [_candidates(t, table, ev) for t in terms]
     return pc.unique(pa.chunked_array(parts, pa.binary(16)).combine_chunks())
 
 

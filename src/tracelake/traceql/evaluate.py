@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from tracelake.errors import InvalidInputError
 from tracelake.model.schema import AttrType
 from tracelake.traceql.ast import (
+    Aggregate,
     Attribute,
     Comparison,
     Field,
@@ -34,12 +35,16 @@ from tracelake.traceql.ast import (
     LiteralKind,
     Op,
     Query,
+    ScalarFilter,
     Scope,
+    Select,
     SpansetAnd,
     SpansetExpr,
     SpansetFilter,
     SpansetOr,
     StatusValue,
+    Structural,
+    StructuralOp,
 )
 from tracelake.traceql.frame import DEDICATED_RESOURCE, DEDICATED_SPAN, Entries, SpanFrame, plain
 
@@ -97,28 +102,54 @@ def comparisons(expr: SpansetExpr | FieldExpr | None) -> Iterator[Comparison]:
         yield expr
     elif isinstance(expr, SpansetFilter):
         yield from comparisons(expr.expr)
+    elif isinstance(expr, Structural):
+        yield from comparisons(expr.lhs)
+        yield from comparisons(expr.rhs)
     else:
         for term in expr.terms:
             yield from comparisons(term)
+
+
+def fields_used(query: Query) -> list[Field]:
+    """Every field the query reads: conditions, then pipeline stages."""
+    out = [c.field for c in comparisons(query.expr)]
+    for stage in query.stages:
+        if isinstance(stage, SpansetFilter):
+            out += [c.field for c in comparisons(stage)]
+        elif isinstance(stage, Select):
+            out += list(stage.fields)
+        elif stage.field is not None:
+            out.append(stage.field)
+    return out
+
+
+def _has_structure(expr: SpansetExpr) -> bool:
+    if isinstance(expr, Structural):
+        return True
+    if isinstance(expr, SpansetFilter):
+        return False
+    return any(_has_structure(t) for t in expr.terms)
 
 
 def columns_for(query: Query, with_spans: bool = True) -> list[str]:
     """The ``data.parquet`` columns evaluating ``query`` reads; ``with_spans``: also what listing the
     matched spans needs (a tag search lists none)."""
     wanted = list(SPAN_COLUMNS if with_spans else ("trace_id",))
-    for cmp in comparisons(query.expr):
-        for column in _field_columns(cmp.field):
-            if column not in wanted:
-                wanted.append(column)
+    needed = [c for f in fields_used(query) for c in _field_columns(f)]
+    if _has_structure(query.expr):
+        needed.append("parent_index")
+    if any(isinstance(s, ScalarFilter) for s in query.stages):
+        needed.append("duration_nano")
+    for column in needed:
+        if column not in wanted:
+            wanted.append(column)
     return wanted
 
 
 def span_attribute_names(query: Query) -> set[str]:
     """Names of the span-scoped (or unscoped) attributes the query reads."""
     return {
-        c.field.name
-        for c in comparisons(query.expr)
-        if isinstance(c.field, Attribute) and c.field.scope in (Scope.SPAN, Scope.NONE)
+        f.name for f in fields_used(query) if isinstance(f, Attribute) and f.scope in (Scope.SPAN, Scope.NONE)
     }
 
 
@@ -163,7 +194,8 @@ def _field_columns(field: Field) -> list[str]:
 
 def check_supported(query: Query) -> None:
     """Refuse, before any block is read, what the evaluator cannot answer."""
-    for cmp in comparisons(query.expr):
+    stages = [s for s in query.stages if isinstance(s, SpansetFilter)]
+    for cmp in [*comparisons(query.expr), *(c for s in stages for c in comparisons(s))]:
         if cmp.field is Intrinsic.EVENT_TIME_SINCE_START:
             raise UnsupportedQueryError("event:timeSinceStart is not supported yet")
         if cmp.value.kind is LiteralKind.STRING and cmp.op in (Op.RE, Op.NRE):
@@ -366,13 +398,26 @@ class Match:
 
 
 def evaluate(query: Query, frame: SpanFrame) -> Match:
-    return _spanset(query.expr, Evaluator(frame))
+    ev = Evaluator(frame)
+    match = _spanset(query.expr, ev)
+    for stage in query.stages:
+        if isinstance(stage, SpansetFilter):
+            spans = match.spans & ev.field_mask(stage.expr)
+            match = Match(frame.any_per_trace(spans), spans)
+        elif isinstance(stage, ScalarFilter):
+            keep = match.traces & _aggregate_holds(ev, stage, match.spans)
+            match = Match(keep, match.spans & frame.per_span(keep))
+    return match
 
 
 def _spanset(expr: SpansetExpr, ev: Evaluator) -> Match:
     frame = ev.frame
     if isinstance(expr, SpansetFilter):
         spans = ev.field_mask(expr.expr)
+        return Match(frame.any_per_trace(spans), spans)
+    if isinstance(expr, Structural):
+        lhs, rhs = _spanset(expr.lhs, ev), _spanset(expr.rhs, ev)
+        spans = structural(frame, expr.op, lhs.spans, rhs.spans)
         return Match(frame.any_per_trace(spans), spans)
     parts = [_spanset(t, ev) for t in expr.terms]
     if isinstance(expr, SpansetAnd):
@@ -385,6 +430,134 @@ def _spanset(expr: SpansetExpr, ev: Evaluator) -> Match:
     return Match(traces, spans)
 
 
+# ---------------------------------------------------------------------------- the span tree
+
+
+def _has_ancestor_in(parent: np.ndarray, marked: np.ndarray) -> np.ndarray:
+    """Spans with an ancestor in ``marked``: one vectorised step per tree level."""
+    out = np.zeros(len(parent), bool)
+    rows = np.flatnonzero(parent >= 0)
+    up = parent[rows]
+    while len(rows):
+        out[rows] |= marked[up]
+        keep = parent[up] >= 0
+        rows, up = rows[keep], parent[up[keep]]
+    return out
+
+
+def _is_ancestor_of(parent: np.ndarray, marked: np.ndarray) -> np.ndarray:
+    """Spans that are an ancestor of some span in ``marked``."""
+    out = np.zeros(len(parent), bool)
+    up = parent[np.flatnonzero(marked)]
+    up = up[up >= 0]
+    while len(up):
+        up = np.unique(up)
+        fresh = up[~out[up]]  # a visited span's ancestors are marked already
+        out[fresh] = True
+        up = parent[fresh]
+        up = up[up >= 0]
+    return out
+
+
+def _child_of(parent: np.ndarray, marked: np.ndarray) -> np.ndarray:
+    return (parent >= 0) & marked[np.maximum(parent, 0)]
+
+
+def _parent_of(parent: np.ndarray, marked: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(parent), bool)
+    out[parent[marked & (parent >= 0)]] = True
+    return out
+
+
+def _sibling_of(parent: np.ndarray, marked: np.ndarray) -> np.ndarray:
+    """Spans sharing their parent with another span in ``marked``."""
+    counts = np.bincount(parent[marked & (parent >= 0)], minlength=len(parent))
+    has_parent = parent >= 0
+    others = counts[np.maximum(parent, 0)] - (marked & has_parent)
+    return has_parent & (others > 0)
+
+
+_RELATIONS = {
+    ">>": (_has_ancestor_in, _is_ancestor_of),  # rhs spans below lhs; lhs spans above those
+    "<<": (_is_ancestor_of, _has_ancestor_in),
+    ">": (_child_of, _parent_of),
+    "<": (_parent_of, _child_of),
+    "~": (_sibling_of, _sibling_of),
+}
+
+
+def structural(frame: SpanFrame, op: StructuralOp, lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """The result spans of ``{lhs} op {rhs}`` (Tempo's semantics: right-hand spans related to some
+    left-hand span; ``!`` forms: right-hand spans that are not; ``&`` forms: both related sides)."""
+    parent = frame.parent_row
+    base = op.value.lstrip("!&")
+    forward, backward = _RELATIONS[base]
+    related = forward(parent, lhs)
+    if op.value.startswith("!"):
+        return rhs & ~related
+    right = rhs & related
+    if op.value.startswith("&"):
+        return right | (lhs & backward(parent, right))
+    return right
+
+
+# ---------------------------------------------------------------------------- pipelines
+
+
+def numeric_values(ev: Evaluator, field: Field) -> np.ndarray:
+    """A number per span for aggregates (NaN where the span has none)."""
+    frame = ev.frame
+    if field is Intrinsic.DURATION:
+        return frame.durations.astype(np.float64)
+    if field is Intrinsic.TRACE_DURATION:
+        return frame.per_span(frame.trace_durations).astype(np.float64)
+    if field is Intrinsic.CHILD_COUNT:
+        parents = frame.parent_row
+        return np.bincount(parents[parents >= 0], minlength=frame.n).astype(np.float64)
+    out = np.full(frame.n, np.nan)
+    if isinstance(field, Attribute):
+        for entries, index in ev.attribute_sources(field):
+            values = np.where(entries.types == AttrType.INT, entries.ints, entries.doubles).astype(np.float64)
+            numeric = (entries.types == AttrType.INT) | (entries.types == AttrType.DOUBLE)
+            if index is None:
+                out[entries.rows[numeric]] = values[numeric]
+            else:
+                per_value = np.full(
+                    max(int(index.max(initial=-1)), int(entries.rows.max(initial=-1))) + 1, np.nan
+                )
+                per_value[entries.rows[numeric]] = values[numeric]
+                found = np.where(
+                    index >= 0, per_value[np.maximum(index, 0)] if len(per_value) else np.nan, np.nan
+                )
+                out = np.where(np.isnan(out), found, out)
+    return out
+
+
+def _aggregate_holds(ev: Evaluator, stage: ScalarFilter, spans: np.ndarray) -> np.ndarray:
+    frame = ev.frame
+    traces = frame.trace_of_row
+    if stage.aggregate is Aggregate.COUNT:
+        result = np.bincount(traces[spans], minlength=frame.traces).astype(np.float64)
+    else:
+        assert stage.field is not None
+        values = numeric_values(ev, stage.field)
+        use = spans & ~np.isnan(values)
+        rows, vals = traces[use], values[use]
+        counts = np.bincount(rows, minlength=frame.traces)
+        if stage.aggregate is Aggregate.SUM:
+            result = np.bincount(rows, vals, minlength=frame.traces)
+        elif stage.aggregate is Aggregate.AVG:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                result = np.bincount(rows, vals, minlength=frame.traces) / counts
+        else:
+            fill = np.inf if stage.aggregate is Aggregate.MIN else -np.inf
+            result = np.full(frame.traces, fill)
+            (np.minimum if stage.aggregate is Aggregate.MIN else np.maximum).at(result, rows, vals)
+        result = np.where(counts > 0, result, np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(_NUMPY_OPS[stage.op](result, float(stage.value.value)), bool)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------- what results show
 
 
@@ -393,10 +566,24 @@ def shown_fields(query: Query) -> list[Field]:
     touched, except name, duration and the trace-level intrinsics and ids)."""
     out: list[Field] = []
     skip = (Intrinsic.NAME, Intrinsic.DURATION, Intrinsic.SPAN_ID, Intrinsic.PARENT_ID, *_TRACE_LEVEL)
-    for cmp in comparisons(query.expr):
-        if cmp.field not in skip and cmp.field not in out:
-            out.append(cmp.field)
+    fields = [c.field for c in comparisons(_result_side(query.expr))]
+    for stage in query.stages:
+        if isinstance(stage, SpansetFilter):
+            fields += [c.field for c in comparisons(stage)]
+        elif isinstance(stage, Select):
+            fields += list(stage.fields)
+    for field in fields:
+        if field not in skip and field not in out:
+            out.append(field)
     return out
+
+
+def _result_side(expr: SpansetExpr) -> SpansetExpr:
+    """The part of the query whose spans are returned: the right side of a structural operator
+    (both sides of its ``&`` form)."""
+    if isinstance(expr, Structural) and not expr.op.value.startswith("&"):
+        return _result_side(expr.rhs)
+    return expr
 
 
 def shown_key(field: Field) -> str:
