@@ -139,7 +139,7 @@ class QueryAPI:
     def _tags(self, request: Request, v2: bool) -> Response:
         tenants = tenants_of(request, self.cfg.multitenancy_enabled)
         limit = tags.parse_limit(request.query.get("limit"))
-        source = tags.scan(self.db, tenants, time_range(request))
+        source = tags.scan(self.db, self.recent, tenants, time_range(request))
         if v2:
             body = tags.tags_v2(source, request.query.get("scope", ""), limit)
         else:
@@ -153,10 +153,11 @@ class QueryAPI:
         limit = tags.parse_limit(request.query.get("limit"))
         if v2:
             parsed = tags.parse_tag(name)  # a 400 before any block is read
-            source = tags.scan(self.db, tenants, time_range(request))
+            query = tags.narrowing_query(request.query.get("q", ""))
+            source = tags.scan(self.db, self.recent, tenants, time_range(request), query)
             body = tags.tag_values_v2(source, parsed, limit)
         else:
-            source = tags.scan(self.db, tenants, time_range(request))
+            source = tags.scan(self.db, self.recent, tenants, time_range(request))
             body = tags.tag_values_v1(source, name, limit)
         return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
 

@@ -42,7 +42,9 @@ def search(
     for tenant in tenants:
         if recent is not None:
             metrics.total_jobs += 1
-            metrics.inspected_traces += search_recent(recent.recent_spans(tenant), request, collector)
+            traces, inspected = search_recent(recent.recent_spans(tenant), request, collector)
+            metrics.inspected_traces += traces
+            metrics.inspected_bytes += inspected
             metrics.completed_jobs += 1
         metas.extend(blocks_to_search(db, recent, tenant, request))
     metas.sort(key=lambda m: m.end_unix_nano, reverse=True)
