@@ -28,9 +28,14 @@ def summary_window_mask(summary: pa.Table, request: SearchRequest) -> np.ndarray
     return keep
 
 
-def search_frame(frame: SpanFrame, summary: pa.Table, request: SearchRequest) -> list[TraceHit]:
+def search_frame(
+    frame: SpanFrame, summary: pa.Table, request: SearchRequest, block_rows: np.ndarray | None = None
+) -> list[TraceHit]:
     """Matching traces of ``frame`` (rows in trace order; ``summary`` one row per trace, same order),
-    at most ``request.limit`` of them, newest first."""
+    at most ``request.limit`` of them, newest first.
+
+    Without the span columns (``span_id``...), listed spans carry only their attributes and their
+    row in the block (``block_rows[row]``): the caller reads the rest for the few traces kept."""
     if frame.traces != summary.num_rows:
         raise BlockFormatError(f"summary has {summary.num_rows} traces, data {frame.traces}")
     if frame.n == 0:
@@ -41,13 +46,16 @@ def search_frame(frame: SpanFrame, summary: pa.Table, request: SearchRequest) ->
     if not len(chosen):
         return []
     starts = summary["start_time_unix_nano"].to_numpy()
-    chosen = chosen[np.argsort(-starts[chosen].astype(np.float64), kind="stable")][: request.limit]
+    if len(chosen) > request.limit:  # the newest ``limit``: a partition, not a full sort
+        chosen = chosen[
+            np.argpartition(-starts[chosen].astype(np.float64), request.limit - 1)[: request.limit]
+        ]
     span_rows = np.flatnonzero(match.spans & frame.per_span(_scatter(frame.traces, chosen)))
     span_trace = frame.trace_of_row[span_rows]
     matched = np.bincount(span_trace, minlength=frame.traces)
     rank = np.arange(len(span_rows)) - np.searchsorted(span_trace, span_trace)  # rows are in trace order
     shown = span_rows[rank < request.spss] if request.traceql else np.zeros(0, np.int64)
-    return _hits(frame, summary, request, chosen, shown, matched)
+    return _hits(frame, summary, request, chosen, shown, matched, block_rows)
 
 
 def _scatter(n: int, rows: np.ndarray) -> np.ndarray:
@@ -63,6 +71,7 @@ def _hits(
     chosen: np.ndarray,
     shown: np.ndarray,
     matched: np.ndarray,
+    block_rows: np.ndarray | None,
 ) -> list[TraceHit]:
     picked = summary.take(pa.array(chosen)).to_pylist()
     hits = {}
@@ -78,19 +87,30 @@ def _hits(
             service_stats=stats if request.traceql else {},
         )
     if len(shown):
-        _add_spans(frame, request, shown, hits)
+        _add_spans(frame, request, shown, hits, block_rows)
     return list(hits.values())
 
 
-def _add_spans(frame: SpanFrame, request: SearchRequest, rows: np.ndarray, hits: dict[int, TraceHit]) -> None:
-    take = pa.array(rows)
-    ids = frame.column("span_id").take(take).to_pylist()
-    names = plain(frame.column("name")).take(take).to_pylist()
-    starts = frame.starts[rows].tolist()
-    durations = frame.durations[rows].tolist()
+def _add_spans(
+    frame: SpanFrame,
+    request: SearchRequest,
+    rows: np.ndarray,
+    hits: dict[int, TraceHit],
+    block_rows: np.ndarray | None,
+) -> None:
     ev = Evaluator(frame)
     values = [(shown_key(f), shown_values(ev, f, rows)) for f in shown_fields(request.query)]
+    if frame.has("span_id"):
+        take = pa.array(rows)
+        ids = frame.column("span_id").take(take).to_pylist()
+        names = plain(frame.column("name")).take(take).to_pylist()
+        starts = frame.starts[rows].tolist()
+        durations = frame.durations[rows].tolist()
     for i, row in enumerate(rows.tolist()):
         attributes = [(key, by_row[row]) for key, by_row in values if row in by_row]
-        span = SpanHit(ids[i], names[i] or "", starts[i], durations[i], attributes)
+        if frame.has("span_id"):
+            span = SpanHit(ids[i], names[i] or "", starts[i], durations[i], attributes)
+        else:
+            assert block_rows is not None
+            span = SpanHit(b"", "", 0, 0, attributes, row=int(block_rows[row]))
         hits[int(frame.trace_of_row[row])].spans.append(span)

@@ -18,6 +18,7 @@ class SpanHit:
     start_ns: int
     duration_ns: int
     attributes: list[tuple[str, TypedValue]] = field(default_factory=list)
+    row: int = -1  # row in the block's data.parquet while its other fields are still to be read
 
 
 @dataclass

@@ -135,7 +135,7 @@ def columns_for(query: Query, with_spans: bool = True) -> list[str]:
     """The ``data.parquet`` columns evaluating ``query`` reads; ``with_spans``: also what listing the
     matched spans needs (a tag search lists none)."""
     wanted = list(SPAN_COLUMNS if with_spans else ("trace_id",))
-    needed = [c for f in fields_used(query) for c in _field_columns(f)]
+    needed = [c for f in fields_used(query) for c in _field_columns(f, _string_only(query, f))]
     if _has_structure(query.expr):
         needed.append("parent_index")
     if any(isinstance(s, ScalarFilter) for s in query.stages):
@@ -153,7 +153,25 @@ def span_attribute_names(query: Query) -> set[str]:
     }
 
 
-def _field_columns(field: Field) -> list[str]:
+def _string_only(query: Query, field: Field) -> bool:
+    """Whether every use of ``field`` compares it with a string (so a dedicated resource column,
+    which holds the string values, answers it without the serialized resources)."""
+    if not isinstance(field, Attribute):
+        return False
+    uses = [c for c in all_comparisons(query) if c.field == field]
+    selected = any(isinstance(s, Select) and field in s.fields for s in query.stages)
+    scalar = any(isinstance(s, ScalarFilter) and s.field == field for s in query.stages)
+    return (
+        bool(uses) and not selected and not scalar and all(c.value.kind is LiteralKind.STRING for c in uses)
+    )
+
+
+def all_comparisons(query: Query) -> list[Comparison]:
+    stages = [s for s in query.stages if isinstance(s, SpansetFilter)]
+    return [*comparisons(query.expr), *(c for s in stages for c in comparisons(s))]
+
+
+def _field_columns(field: Field, string_only: bool = False) -> list[str]:
     if isinstance(field, Attribute):
         out = []
         if field.scope in (Scope.SPAN, Scope.NONE):
@@ -161,9 +179,10 @@ def _field_columns(field: Field) -> list[str]:
             if field.name in DEDICATED_SPAN:
                 out.append(DEDICATED_SPAN[field.name][0])
         if field.scope in (Scope.RESOURCE, Scope.NONE):
-            out.append("resource")
-            if field.name in DEDICATED_RESOURCE:
+            if string_only and field.name in DEDICATED_RESOURCE:
                 out.append(DEDICATED_RESOURCE[field.name])
+            else:
+                out.append("resource")
         if field.scope is Scope.INSTRUMENTATION:
             out.append("scope")
         if field.scope is Scope.EVENT:
@@ -176,6 +195,7 @@ def _field_columns(field: Field) -> list[str]:
         Intrinsic.DURATION: ["duration_nano"],
         Intrinsic.TRACE_DURATION: ["start_time_unix_nano", "duration_nano"],
         Intrinsic.SPAN_ID: ["span_id"],
+        Intrinsic.TRACE_ID: ["trace_id"],
         Intrinsic.STATUS: ["status_code"],
         Intrinsic.STATUS_MESSAGE: ["status_message"],
         Intrinsic.KIND: ["kind"],
@@ -194,8 +214,7 @@ def _field_columns(field: Field) -> list[str]:
 
 def check_supported(query: Query) -> None:
     """Refuse, before any block is read, what the evaluator cannot answer."""
-    stages = [s for s in query.stages if isinstance(s, SpansetFilter)]
-    for cmp in [*comparisons(query.expr), *(c for s in stages for c in comparisons(s))]:
+    for cmp in all_comparisons(query):
         if cmp.field is Intrinsic.EVENT_TIME_SINCE_START:
             raise UnsupportedQueryError("event:timeSinceStart is not supported yet")
         if cmp.value.kind is LiteralKind.STRING and cmp.op in (Op.RE, Op.NRE):
@@ -282,7 +301,11 @@ class Evaluator:
         if attr.scope in (Scope.SPAN, Scope.NONE):
             sources.append((frame.span_entries(attr.name), None))
         if attr.scope in (Scope.RESOURCE, Scope.NONE):
-            sources.append(frame.dictionary_entries("resource", attr.name))
+            dedicated = DEDICATED_RESOURCE.get(attr.name)
+            if not frame.has("resource") and dedicated is not None and frame.has(dedicated):
+                sources.append(frame.dedicated_resource_entries(dedicated))  # string values only
+            else:
+                sources.append(frame.dictionary_entries("resource", attr.name))
         if attr.scope is Scope.INSTRUMENTATION:
             sources.append(frame.dictionary_entries("scope", attr.name))
         if attr.scope in (Scope.EVENT, Scope.LINK):

@@ -143,11 +143,15 @@ def _list_entries(attributes: pa.ListArray, key: str, row0: int) -> Entries:
 
 
 class SpanFrame:
-    def __init__(self, table: pa.Table) -> None:
+    def __init__(self, table: pa.Table, first_rows: np.ndarray | None = None) -> None:
+        """``first_rows``: each trace's first row when known (a block's summary has them), so the
+        trace id column need not be read."""
         self.table = table
         self.n = table.num_rows
         self._columns: dict[str, pa.Array] = {}
         self._entries: dict[tuple[str, str], Entries] = {}
+        if first_rows is not None:
+            self.__dict__["first_rows"] = first_rows  # fills the cached property
 
     def column(self, name: str) -> pa.Array:
         """One chunk of ``name`` (a dictionary column stays a dictionary: compare its values once)."""
@@ -262,6 +266,23 @@ class SpanFrame:
                            np.zeros(count, np.int64), np.zeros(count, np.float64))  # fmt: skip
         return Entries(rows, np.full(count, int(type_), np.uint8), pa.nulls(count, pa.string()).fill_null(""),
                        present.to_numpy(), np.zeros(count, np.float64))  # fmt: skip
+
+    def dedicated_resource_entries(self, column: str) -> tuple[Entries, np.ndarray]:
+        """A dedicated resource column (dictionary of strings) as entries per dictionary value."""
+        array = self.column(column)
+        if not pa.types.is_dictionary(array.type):
+            array = array.dictionary_encode()
+        indices = pc.fill_null(array.indices, -1).to_numpy().astype(np.int64)
+        values = array.dictionary.cast(pa.string())
+        count = len(values)
+        entries = Entries(
+            np.arange(count, dtype=np.int64),
+            np.full(count, int(AttrType.STRING), np.uint8),
+            pc.fill_null(values, ""),
+            np.zeros(count, np.int64),
+            np.zeros(count, np.float64),
+        )
+        return entries, indices
 
     def dictionary_entries(self, column: str, key: str) -> tuple[Entries, np.ndarray]:
         """Attribute ``key`` of each distinct resource or scope: entries whose rows are dictionary

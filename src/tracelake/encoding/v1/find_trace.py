@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,6 +32,7 @@ class BlockReader:
         self._max_ids = [rg.max_id for rg in meta.row_groups]
         self._shards: dict[int, BloomShard] = {}
         self._parquet: pq.ParquetFile | None = None
+        self._chunk_sizes: dict[str, np.ndarray] | None = None
         self._lock = threading.Lock()
 
     def _key(self, name: str) -> str:
@@ -93,6 +95,22 @@ class BlockReader:
             return self.parquet().read_row_group(group, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
+
+    def column_chunk_sizes(self) -> dict[str, np.ndarray]:
+        """Compressed bytes per top-level column and row group (Tempo's ``inspectedBytes``), once."""
+        if self._chunk_sizes is None:
+            metadata = self.parquet().metadata
+            sizes: dict[str, np.ndarray] = {}
+            for g in range(metadata.num_row_groups):
+                group = metadata.row_group(g)
+                for j in range(group.num_columns):
+                    chunk = group.column(j)
+                    name = chunk.path_in_schema.split(".")[0]
+                    sizes.setdefault(name, np.zeros(metadata.num_row_groups, np.int64))[g] += (
+                        chunk.total_compressed_size
+                    )
+            self._chunk_sizes = sizes
+        return self._chunk_sizes
 
     def read_row_groups(self, groups: list[int], columns: list[str]) -> pa.Table:
         """Several row groups in one read (search): one call instead of one per group."""
