@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from urllib.parse import unquote
 
 from google.protobuf import json_format
@@ -23,7 +24,7 @@ from tracelake.errors import InvalidInputError, InvalidTraceIDError
 from tracelake.model.ids import parse_trace_id
 from tracelake.otlp.wire import len_field
 from tracelake.push import TENANT_HEADER, valid_tenant
-from tracelake.querier import tags
+from tracelake.querier import metrics, tags
 from tracelake.querier.search import search_body
 from tracelake.querier.trace_by_id import find_trace
 from tracelake.query import RecentTraces
@@ -118,6 +119,28 @@ class QueryAPI:
             return None
         if request.method != "GET":
             return Response(405, b"method not allowed\n", headers=(("allow", "GET"),))
+        v2 = "v2_" if request.path.startswith("/api/v2/") else ""
+        if trace is not None:
+            route = f"api_{v2}traces_traceid"
+        elif searching is not None:
+            route = "api_search"
+        elif tag_list is not None:
+            route = f"api_{v2}search_tags"
+        else:
+            route = f"api_{v2}search_tag_tagname_values"
+        started = time.perf_counter()
+        response = self._answer(request, trace, tag_list, values, searching)
+        metrics.request_duration.labels(route, str(response.status)).observe(time.perf_counter() - started)
+        return response
+
+    def _answer(
+        self,
+        request: Request,
+        trace: re.Match[str] | None,
+        tag_list: re.Match[str] | None,
+        values: re.Match[str] | None,
+        searching: re.Match[str] | None,
+    ) -> Response:
         try:
             if trace is not None:
                 return self._trace_by_id(request, v2=bool(trace.group(1)), id_text=trace.group(2))

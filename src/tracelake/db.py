@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
+from tracelake import read_metrics
 from tracelake.backend import Backend
 from tracelake.block.meta import BlockMeta
 from tracelake.blocklist.cache import BlockListCache
@@ -21,6 +22,7 @@ from tracelake.blocklist.tenant_index import (
     read_tenant_index,
     write_tenant_index,
 )
+from tracelake.bloom.cache import BloomCache
 from tracelake.config import TraceStorageConfig
 from tracelake.encoding.v1.create import write_block
 from tracelake.encoding.v1.find_trace import BlockReader
@@ -39,6 +41,7 @@ class TraceDB:
         self._readers_lock = threading.Lock()
         self._block_lists = BlockListCache(backend, cfg.blocklist_poll, cfg.blocklist_poll_stale_tenant_index)
         self._pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="tracelake-lookup")
+        self._blooms = BloomCache(cfg.bloom_cache_max_bytes)
         self._summaries: OrderedDict[str, pa.Table] = OrderedDict()
         self._summary_bytes = 0
         self._summaries_lock = threading.Lock()
@@ -81,7 +84,7 @@ class TraceDB:
         with self._readers_lock:  # lookups run on several threads
             reader = self._readers.get(meta.block_id)
             if reader is None:
-                reader = BlockReader(self.backend, meta)
+                reader = BlockReader(self.backend, meta, self._blooms)
                 self._readers[meta.block_id] = reader
                 if len(self._readers) > _READER_CACHE_SIZE:
                     self._readers.popitem(last=False)
@@ -104,6 +107,7 @@ class TraceDB:
             while self._summary_bytes > _SUMMARY_CACHE_BYTES and len(self._summaries) > 1:
                 _, old = self._summaries.popitem(last=False)
                 self._summary_bytes -= old.nbytes
+            read_metrics.summary_cache_bytes.set(self._summary_bytes)
         return table
 
     def find_trace(

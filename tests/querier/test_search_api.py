@@ -194,3 +194,15 @@ def test_tenants_see_only_their_own_traces(tmp_path: Path) -> None:
         assert search(server, limit="1")[0] == 401
     finally:
         server.stop()
+
+
+def test_requests_are_counted_by_route_and_status(loaded) -> None:
+    server, _, _ = loaded
+    name = "tracelake_request_duration_seconds_count"
+    before_bad = server.metric(name, route="api_search", status_code="400")
+    before_ok = server.metric(name, route="api_search", status_code="200")
+    assert search(server, q="{ nope")[0] == 400
+    assert search(server, limit="1", **RANGE)[0] == 200
+    assert server.metric(name, route="api_search", status_code="400") == before_bad + 1
+    assert server.metric(name, route="api_search", status_code="200") == before_ok + 1
+    assert server.metric("tracelake_blocklist_length", tenant="single-tenant") >= 1

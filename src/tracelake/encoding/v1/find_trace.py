@@ -18,6 +18,7 @@ from tracelake.backend import Backend
 from tracelake.block import keys
 from tracelake.block.meta import BlockMeta, check_format
 from tracelake.bloom import BloomShard, ShardedBloom, hash_trace_id
+from tracelake.bloom.cache import BloomCache
 from tracelake.encoding.v1.layout import READ_AS_DICTIONARY, from_block_rows
 from tracelake.errors import BlockFormatError, ObjectNotFoundError
 
@@ -25,12 +26,13 @@ from tracelake.errors import BlockFormatError, ObjectNotFoundError
 class BlockReader:
     """Reads one block; caches its bloom shards and parsed Parquet footer for repeated lookups."""
 
-    def __init__(self, backend: Backend, meta: BlockMeta) -> None:
+    def __init__(self, backend: Backend, meta: BlockMeta, bloom_cache: BloomCache | None = None) -> None:
         check_format(meta.format, f"block {meta.tenant_id}/{meta.block_id}")
         self.backend = backend
         self.meta = meta
         self._max_ids = [rg.max_id for rg in meta.row_groups]
-        self._shards: dict[int, BloomShard] = {}
+        self._shards: dict[int, BloomShard] = {}  # used when no shared cache is given
+        self._bloom_cache = bloom_cache
         self._parquet: pq.ParquetFile | None = None
         self._chunk_sizes: dict[str, np.ndarray] | None = None
         self._lock = threading.Lock()
@@ -42,15 +44,19 @@ class BlockReader:
         return f"block {self.meta.tenant_id}/{self.meta.block_id}: {name}"
 
     def _shard(self, index: int) -> BloomShard:
+        if self._bloom_cache is not None:
+            return self._bloom_cache.get(self.meta.block_id, index, lambda: self._load_shard(index))
         shard = self._shards.get(index)
         if shard is None:
-            name = keys.bloom_name(index)
-            try:
-                shard = BloomShard.from_bytes(self.backend.read(self._key(name)))
-            except ObjectNotFoundError as exc:
-                raise BlockFormatError(f"{self._where(name)} is missing") from exc
-            self._shards[index] = shard
+            shard = self._shards[index] = self._load_shard(index)
         return shard
+
+    def _load_shard(self, index: int) -> BloomShard:
+        name = keys.bloom_name(index)
+        try:
+            return BloomShard.from_bytes(self.backend.read(self._key(name)))
+        except ObjectNotFoundError as exc:
+            raise BlockFormatError(f"{self._where(name)} is missing") from exc
 
     def parquet(self) -> pq.ParquetFile:
         with self._lock:
