@@ -111,10 +111,15 @@ class TraceDB:
         return table
 
     def find_trace(
-        self, tenant: str, trace_id: bytes, window_unix_nano: tuple[int, int] | None = None
+        self,
+        tenant: str,
+        trace_id: bytes,
+        window_unix_nano: tuple[int, int] | None = None,
+        skip: set[str] | frozenset[str] = frozenset(),
     ) -> pa.Table | None:
         """Spans of ``trace_id`` from every block that holds some of them, or None.
 
+        ``skip``: blocks already read by someone else (the ingester that wrote them).
         Blocks are pruned by id range, ``window_unix_nano`` (start, end) and their bloom filter in the
         calling thread (microseconds each, once the shard is cached); only blocks that may hold the
         trace are read, in parallel when there are several.
@@ -124,7 +129,10 @@ class TraceDB:
         candidates = [
             self.reader(m)
             for m in self.block_list(tenant).metas
-            if m.min_id <= hex_id <= m.max_id and m.end_unix_nano >= lo and m.start_unix_nano <= hi
+            if m.min_id <= hex_id <= m.max_id
+            and m.end_unix_nano >= lo
+            and m.start_unix_nano <= hi
+            and m.block_id not in skip
         ]
         readers = [r for r in candidates if r.may_contain(trace_id)]
         if len(readers) > 1:
