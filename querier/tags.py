@@ -12,8 +12,8 @@ request has a time range (``start``/``end``), which Grafana sends.
 groups hold whole traces; in the ingesters' memory the candidate traces are gathered and sorted first
 (search/recent.py).
 
-Not listed: ``event``/``link``/``instrumentation`` attribute names (their values are answered);
-``duration``-like intrinsics have no values (as in Tempo).
+``duration``-like intrinsics have no values (as in Tempo). Tag names of a block are computed once
+and kept with its reader (blocks never change).
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracelake.db import TraceDB
 from tracelake.encoding.v1.find_trace import BlockReader
@@ -63,7 +65,7 @@ INTRINSIC_TAGS: tuple[str, ...] = (
     "trace:rootService",
     "traceDuration",
 )
-V2_SCOPES = ("intrinsic", "resource", "span")  # Tempo's order in answers from the backend
+V2_SCOPES = ("intrinsic", "resource", "span", "event", "link", "instrumentation")  # Tempo's order
 KNOWN_SCOPES = ("resource", "span", "intrinsic", "event", "link", "instrumentation")
 _ATTRIBUTE_SCOPES = ("resource.", "span.", "event.", "link.", "instrumentation.", ".")
 STATUS_KEYWORDS = ("error", "ok", "unset")
@@ -112,9 +114,11 @@ class _Scan:
             for batch in selected.to_batches():
                 yield pa.Table.from_batches([batch])
 
-    def _block_tables(self, columns: list[str]) -> Iterator[pa.Table]:
+    def _block_tables(
+        self, columns: list[str], readers: list[BlockReader] | None = None
+    ) -> Iterator[pa.Table]:
         wanted = set(columns)
-        for reader in self.readers:
+        for reader in self.readers if readers is None else readers:
             pf = reader.parquet()
             names = set(pf.schema_arrow.names)
             present = [c for c in columns if c in names]
@@ -203,6 +207,18 @@ def _resource(blob: bytes) -> Resource:
     return Resource.FromString(blob)
 
 
+@lru_cache(maxsize=4096)
+def _scope(blob: bytes) -> InstrumentationScope:
+    return InstrumentationScope.FromString(blob)
+
+
+def _distinct_blobs(column: pa.ChunkedArray) -> list[bytes]:
+    distinct = pc.unique(column.combine_chunks())
+    if pa.types.is_dictionary(distinct.type):
+        distinct = distinct.dictionary_decode()
+    return [b for b in distinct.drop_null().to_pylist() if b]
+
+
 def _resources(table: pa.Table) -> Iterator[Resource]:
     """Each distinct resource of the row group, parsed once."""
     column = table["resource"]
@@ -256,20 +272,56 @@ def _any_value(value: AnyValue) -> TypedValue | None:
 # ---------------------------------------------------------------- tag names
 
 
+NAME_SCOPES = ("resource", "span", "event", "link", "instrumentation")
+_NAME_COLUMNS = ["attributes", "resource", "scope", "events", "links"]
+
+
+def _names_of(table: pa.Table) -> dict[str, set[str]]:
+    """Attribute names per scope in one table of spans."""
+    names: dict[str, set[str]] = {scope: set() for scope in NAME_SCOPES}
+    if "attributes" in table.column_names:
+        names["span"] |= _strings(_keys(_flat_attributes(table)))
+    for res in _resources(table):
+        names["resource"].update(kv.key for kv in res.attributes if kv.key)
+    if "scope" in table.column_names and table.num_rows:
+        for blob in _distinct_blobs(table["scope"]):
+            names["instrumentation"].update(kv.key for kv in _scope(blob).attributes if kv.key)
+    for column, scope in (("events", "event"), ("links", "link")):
+        if column not in table.column_names:
+            continue
+        blobs = table[column].combine_chunks()
+        for row in np.flatnonzero(pc.binary_length(blobs).to_numpy(zero_copy_only=False) > 0):
+            span = Span.FromString(blobs[int(row)].as_py())  # only spans that have events/links
+            for item in span.events if column == "events" else span.links:
+                names[scope].update(kv.key for kv in item.attributes if kv.key)
+    return names
+
+
+def _merge(into: dict[str, set[str]], names: dict[str, set[str]]) -> None:
+    for scope, found in names.items():
+        into[scope] |= found
+
+
 def tag_names(source: _Scan) -> dict[str, set[str]]:
-    """Attribute names per scope (``resource``, ``span``) in the scanned blocks."""
-    span: set[str] = set()
-    resource: set[str] = set()
-    for table in source.tables(["attributes", "resource"]):
-        span |= _strings(_keys(_flat_attributes(table)))
-        for res in _resources(table):
-            resource.update(kv.key for kv in res.attributes if kv.key)
-    return {"resource": resource, "span": span}
+    """Attribute names per scope: each block's once (blocks never change, the answer is kept with
+    its reader), the ingesters' spans each time."""
+    names: dict[str, set[str]] = {scope: set() for scope in NAME_SCOPES}
+    for reader in source.readers:
+        cached = reader.memo.get("tag_names")
+        if cached is None:
+            cached = {scope: set() for scope in NAME_SCOPES}
+            for table in source._block_tables(_NAME_COLUMNS, [reader]):
+                _merge(cached, _names_of(table))
+            reader.memo["tag_names"] = cached
+        _merge(names, cached)
+    for table in source._recent_tables(_NAME_COLUMNS):
+        _merge(names, _names_of(table))
+    return names
 
 
 def tags_v1(source: _Scan, limit: int | None) -> dict:
     names = tag_names(source)
-    merged = sorted(names["resource"] | names["span"])
+    merged = sorted(set().union(*names.values()))
     return {"tagNames": merged[:limit], "metrics": _metrics(source)}
 
 
@@ -278,7 +330,7 @@ def tags_v2(source: _Scan, scope: str, limit: int | None) -> dict:
     if scope not in ("", "all", "none", *KNOWN_SCOPES):
         raise TagError(f"invalid scope: {scope}")
     wanted = V2_SCOPES if scope in ("", "all", "none") else (scope,)
-    names = tag_names(source) if {"resource", "span"} & set(wanted) else {}
+    names = tag_names(source) if set(NAME_SCOPES) & set(wanted) else {}
     scopes = []
     for name in wanted:
         if name == "intrinsic":
@@ -286,7 +338,7 @@ def tags_v2(source: _Scan, scope: str, limit: int | None) -> dict:
         elif names.get(name):
             tags = sorted(names[name])
         else:
-            continue  # event/link/instrumentation attributes are not indexed yet
+            continue  # a scope without names is left out, as Tempo does
         scopes.append({"name": name, "tags": tags[:limit]})
     return {"scopes": scopes, "metrics": _metrics(source)}
 

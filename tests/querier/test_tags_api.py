@@ -104,17 +104,27 @@ def test_v1_tags(stored) -> None:
 
 
 def test_v2_tags_scopes_like_tempo(stored) -> None:
-    server, _ = stored
+    server, request = stored
     ours = get_json(server, ranged("/api/v2/search/tags"))
     tempo = sample("search_tags_v2_range.json")
     assert set(ours) == set(tempo)
-    assert [s["name"] for s in ours["scopes"]] == ["intrinsic", "resource", "span"]
+    assert [s["name"] for s in ours["scopes"]] == [s["name"] for s in tempo["scopes"]]
+    assert [s["name"] for s in ours["scopes"]] == ["intrinsic", "resource", "span", "event"]
     assert all(set(s) == {"name", "tags"} for s in ours["scopes"])
     by_name = {s["name"]: s["tags"] for s in ours["scopes"]}
     assert by_name["intrinsic"] == next(s["tags"] for s in tempo["scopes"] if s["name"] == "intrinsic")
     assert list(INTRINSIC_TAGS) == by_name["intrinsic"]
     assert {"service.name", "telemetry.sdk.language", "k8s.pod.name"} <= set(by_name["resource"])
     assert {"http.route", "http.status_code"} <= set(by_name["span"])
+    event_keys = {
+        kv.key
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+        for event in span.events
+        for kv in event.attributes
+    }
+    assert event_keys and set(by_name["event"]) == event_keys
     assert "service.name" not in by_name["span"]
     span_only = get_json(server, ranged("/api/v2/search/tags?scope=span&limit=2"))
     assert span_only["scopes"] == [{"name": "span", "tags": by_name["span"][:2]}]

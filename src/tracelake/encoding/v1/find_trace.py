@@ -35,6 +35,8 @@ class BlockReader:
         self._bloom_cache = bloom_cache
         self._parquet: pq.ParquetFile | None = None
         self._chunk_sizes: dict[str, np.ndarray] | None = None
+        # answers derived from the block that callers keep with it (blocks never change)
+        self.memo: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def _key(self, name: str) -> str:
