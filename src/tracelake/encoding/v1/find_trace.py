@@ -105,7 +105,8 @@ class BlockReader:
             raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
 
     def column_chunk_sizes(self) -> dict[str, np.ndarray]:
-        """Compressed bytes per top-level column and row group (Tempo's ``inspectedBytes``), once."""
+        """Compressed bytes per column (top-level name or leaf path) and row group (Tempo's
+        ``inspectedBytes``), computed once."""
         if self._chunk_sizes is None:
             metadata = self.parquet().metadata
             sizes: dict[str, np.ndarray] = {}
@@ -113,10 +114,11 @@ class BlockReader:
                 group = metadata.row_group(g)
                 for j in range(group.num_columns):
                     chunk = group.column(j)
-                    name = chunk.path_in_schema.split(".")[0]
-                    sizes.setdefault(name, np.zeros(metadata.num_row_groups, np.int64))[g] += (
-                        chunk.total_compressed_size
-                    )
+                    path = chunk.path_in_schema
+                    for name in {path, path.split(".")[0]}:  # a leaf's own size, and its column's
+                        sizes.setdefault(name, np.zeros(metadata.num_row_groups, np.int64))[g] += (
+                            chunk.total_compressed_size
+                        )
             self._chunk_sizes = sizes
         return self._chunk_sizes
 

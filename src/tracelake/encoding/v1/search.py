@@ -14,7 +14,7 @@ from tracelake.search.frame_search import search_frame, summary_window_mask
 from tracelake.search.request import SearchRequest
 from tracelake.search.results import TraceHit
 from tracelake.traceql.ast import Intrinsic
-from tracelake.traceql.evaluate import columns_for, fields_used, span_attribute_names
+from tracelake.traceql.evaluate import attribute_leaves, columns_for, fields_used, span_attribute_names
 from tracelake.traceql.frame import SpanFrame
 
 _ROWS_PER_READ = 256_000  # spans decoded per Parquet read: bounds memory, amortises per-call cost
@@ -45,13 +45,14 @@ def search_block(reader: BlockReader, summary: pa.Table, request: SearchRequest)
     present = [c for c in columns_for(request.query, False) if c in sizes and (c != "trace_id" or trace_id)]
     nested = "attributes" in present and _may_hold(reader.meta.span_attribute_keys, request)
     flat_columns = [c for c in present if c != "attributes"]
+    leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
     for batch in _batches(wanted, [groups[g].rows for g in wanted]):
         table = reader.read_row_groups(batch, flat_columns)
         if nested:
             # one read per row group: Arrow cannot return nested columns of several groups at once
-            parts = [reader.read_row_groups([g], ["attributes"])["attributes"] for g in batch]
+            parts = [reader.read_row_groups([g], leaves)["attributes"] for g in batch]
             table = table.append_column("attributes", pa.chunked_array([c for p in parts for c in p.chunks]))
-        read = flat_columns + (["attributes"] if nested else [])
+        read = flat_columns + (leaves if nested else [])
         result.inspected_bytes += int(sum(sizes[c][batch].sum() for c in read))
         in_batch = np.isin(trace_group, batch)
         batch_summary = summary.filter(pa.array(in_batch))
