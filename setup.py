@@ -74,6 +74,7 @@ otlpdecode = Extension(
 setup(
     packages=packages,
     package_dir=package_dir,
+    package_data={"tracelake.querier": ["ui/*.html"]},  # the trace view's page (querier/ui.py)
     ext_modules=[otlpdecode],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -1,16 +1,18 @@
 """Trace by ID across many blocks (issue 4's figure), as the querier does it: block list, id-range
 and bloom pruning, one row group read, spans encoded as the API answers (protobuf TracesData).
 
-    python benchmarks/query_bench.py [--spans 2000000] [--lookups 200]
+    python benchmarks/query_bench.py [--spans 2000000] [--lookups 200] [--searches 30]
 
 Builds 100 blocks of ~spans/100 spans in a local backend, then measures p50/p99 over random present
 and missing ids with 1, 10 and 100 of those blocks visible, warm (blooms and footers cached, as a
-running querier holds them).
+running querier holds them). Then search p50/p99 (tags, TraceQL) over the 100 blocks and over one
+block of 20,000 traces, the data Tempo's search figures were measured on.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -24,6 +26,9 @@ from tracelake.codec.decode import decode_otlp
 from tracelake.codec.encode import spans_to_traces_data
 from tracelake.config import LocalStorageConfig, TraceStorageConfig
 from tracelake.db import TraceDB
+from tracelake.search.engine import search
+from tracelake.search.request import parse_search
+from tracelake.search.results import search_json
 from tracelake.synth import SynthConfig, generate_request_bytes
 
 GOALS = "goal (~2M spans, 100 blocks): p50 < 8 ms, p99 < 30 ms; missing < 3 ms"
@@ -41,6 +46,7 @@ def main() -> int:
     )
     parser.add_argument("--spans", type=int, default=2_000_000)
     parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument("--searches", type=int, default=30, help="runs per search query")
     args = parser.parse_args()
     traces_per_block = max(1, args.spans // 100 // 10)
     with tempfile.TemporaryDirectory(prefix="tracelake-query-") as tmp:
@@ -91,7 +97,86 @@ def main() -> int:
             ]
             print(f"| {visible:>6} | " + " | ".join(cells) + f" | {TEMPO[visible]:>6.1f} ms |")
             db.close()
+        print()
+        _search_table(cfg, "t100", "the 100 blocks", args.searches)
+        single = TraceStorageConfig(local=LocalStorageConfig(path=f"{tmp}/one"), blocklist_poll=3600)
+        writer = TraceDB(open_backend(single), single)
+        payloads = generate_request_bytes(SynthConfig(traces=20_000, seed=42, error_rate=0.02))
+        writer.write_block("one", pa.concat_tables([decode_otlp(p).table for p in payloads]))
+        writer.close()
+        print()
+        _search_table(single, "one", "one block of 20,000 traces (as Tempo's figures)", args.searches)
     return 0
+
+
+SEARCHES = [  # (what, parameters, Tempo 2.7.2 p50 ms on one block of 20k traces, design.md §7)
+    ("tags service.name=cart, limit 20", {"tags": "service.name=cart", "limit": "20"}, "5"),
+    (
+        "TraceQL { .http.status_code = 500 }, limit 20",
+        {"q": "{ .http.status_code = 500 }", "limit": "20"},
+        "14",
+    ),
+    (
+        "TraceQL payment && status = error, spss 3",
+        {"q": '{ resource.service.name = "payment" && status = error }', "limit": "5", "spss": "3"},
+        "-",
+    ),
+    (
+        "minDuration=150ms maxDuration=1s, limit 10",
+        {"minDuration": "150ms", "maxDuration": "1s", "limit": "10"},
+        "-",
+    ),
+    (
+        "TraceQL structural >> | select()",
+        {
+            "q": '{ resource.service.name = "frontend" } >> { span.db.system = "postgresql" }'
+            " | select(span.db.statement)",
+            "limit": "3",
+        },
+        "-",
+    ),
+    (
+        'TraceQL span attribute { span.http.route =~ "/api/.*" }',
+        {"q": '{ span.http.route =~ "/api/.*" }', "limit": "20"},
+        "-",
+    ),
+    (
+        "TraceQL generic attribute { span.net.peer.port > 5000 }",
+        {"q": "{ span.net.peer.port > 5000 }", "limit": "20"},
+        "-",
+    ),
+]
+
+
+def _search_table(cfg: TraceStorageConfig, tenant: str, what: str, repeats: int) -> None:
+    """Search p50/p99 as the API runs it (block list, summaries, columns, JSON), warm."""
+    db = TraceDB(open_backend(cfg), cfg)
+    metas = db.block_list(tenant).metas
+    window = {
+        "start": str(min(m.start_unix_nano for m in metas) // 10**9),
+        "end": str(max(m.end_unix_nano for m in metas) // 10**9 + 1),
+    }
+    spans = sum(m.total_spans for m in metas)
+    print(f"Search over {what} ({spans:,} spans), {repeats} runs each, warm:\n")
+    print(f"| {'search':<58} | {'p50':>9} | {'p99':>9} | {'traces':>6} | {'Tempo p50':>9} |")
+    print(f"|{'-' * 60}|{'-' * 11}|{'-' * 11}|{'-' * 8}|{'-' * 11}|")
+    for label, params, tempo in SEARCHES:
+        request = parse_search({**params, **window})
+        timings = []
+        found = 0
+        for _ in range(repeats + 2):
+            t = time.perf_counter()
+            hits, metrics = search(db, None, [tenant], request)
+            json.dumps(search_json(hits, metrics, request.traceql))
+            timings.append((time.perf_counter() - t) * 1000)
+            found = len(hits)
+        timings = timings[2:]
+        tempo_cell = f"{tempo} ms" if tempo != "-" else "-"
+        print(
+            f"| {label:<58} | {statistics.median(timings):>6.1f} ms | {_pct(timings, 0.99):>6.1f} ms | "
+            f"{found:>6} | {tempo_cell:>9} |"
+        )
+    db.close()
 
 
 if __name__ == "__main__":

@@ -83,7 +83,16 @@ class APIApp:
         if path == "/api/echo":
             return Response(200, b"echo")
         if path in ("/api/status/buildinfo", "/status/buildinfo"):
-            body = json.dumps({"version": __version__, "revision": "", "branch": "", "goVersion": ""})
+            body = json.dumps(
+                {
+                    "version": __version__,
+                    "revision": "",
+                    "branch": "",
+                    "buildUser": "",
+                    "buildDate": "",
+                    "goVersion": "",
+                }
+            )
             return Response(200, body.encode(), "application/json")
         loop = asyncio.get_running_loop()
         for api in self.apis:

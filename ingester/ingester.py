@@ -345,3 +345,10 @@ class Ingester:
             if found is not None:
                 parts.append(found)
         return parts
+
+    def recent_spans(self, tenant: str) -> list[pa.Table]:
+        inst = self.instances.get(tenant)
+        return inst.tables() if inst else []
+
+    def recent_blocks(self, tenant: str) -> list[BlockMeta]:
+        return [meta for meta, _ in list(self._completed.get(tenant, []))]

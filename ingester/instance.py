@@ -156,6 +156,13 @@ class TenantInstance:
     def head_bytes(self) -> int:
         return self.head.bytes
 
+    def tables(self) -> list[pa.Table]:
+        """Every span in memory (live, head, being flushed), in arrival order."""
+        with self.lock:
+            batches = list(self.live) + list(self.head.batches)
+            batches += [b for h in self.flushing for b in h.batches]
+        return [b.table for b in batches]
+
     def find_trace(self, trace_id: bytes) -> list[pa.Table]:
         """Spans of ``trace_id`` still in memory (live, head, being flushed)."""
         with self.lock:

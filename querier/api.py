@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from urllib.parse import unquote
 
 from google.protobuf import json_format
@@ -19,19 +20,22 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from tracelake.asgi import Request, Response
 from tracelake.config import DEFAULT_TENANT, Config
 from tracelake.db import TraceDB
-from tracelake.errors import InvalidTraceIDError
+from tracelake.errors import InvalidInputError, InvalidTraceIDError
 from tracelake.model.ids import parse_trace_id
 from tracelake.otlp.wire import len_field
 from tracelake.push import TENANT_HEADER, valid_tenant
-from tracelake.querier import tags
+from tracelake.querier import metrics, tags
+from tracelake.querier.search import search_body
 from tracelake.querier.trace_by_id import find_trace
 from tracelake.query import RecentTraces
 
 _TRACE_PATH = re.compile(r"^/api/(v2/)?traces/([^/]+)$")
+_SEARCH_PATH = re.compile(r"^/api/search/?$")
 _TAGS_PATH = re.compile(r"^/api/(v2/)?search/tags/?$")
 _TAG_VALUES_PATH = re.compile(r"^/api/(v2/)?search/tag/(.+)/values/?$")
 PROTOBUF = "application/protobuf"
 JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
 
 
 class QueryError(Exception):
@@ -110,26 +114,55 @@ class QueryAPI:
         trace = _TRACE_PATH.match(request.path)
         tag_list = _TAGS_PATH.match(request.path)
         values = _TAG_VALUES_PATH.match(request.path)
-        if trace is None and tag_list is None and values is None:
+        searching = _SEARCH_PATH.match(request.path)
+        if trace is None and tag_list is None and values is None and searching is None:
             return None
         if request.method != "GET":
             return Response(405, b"method not allowed\n", headers=(("allow", "GET"),))
+        v2 = "v2_" if request.path.startswith("/api/v2/") else ""
+        if trace is not None:
+            route = f"api_{v2}traces_traceid"
+        elif searching is not None:
+            route = "api_search"
+        elif tag_list is not None:
+            route = f"api_{v2}search_tags"
+        else:
+            route = f"api_{v2}search_tag_tagname_values"
+        started = time.perf_counter()
+        response = self._answer(request, trace, tag_list, values, searching)
+        metrics.request_duration.labels(route, str(response.status)).observe(time.perf_counter() - started)
+        return response
+
+    def _answer(
+        self,
+        request: Request,
+        trace: re.Match[str] | None,
+        tag_list: re.Match[str] | None,
+        values: re.Match[str] | None,
+        searching: re.Match[str] | None,
+    ) -> Response:
         try:
             if trace is not None:
                 return self._trace_by_id(request, v2=bool(trace.group(1)), id_text=trace.group(2))
+            if searching is not None:
+                return self._search(request)
             if tag_list is not None:
                 return self._tags(request, v2=bool(tag_list.group(1)))
             assert values is not None
             return self._tag_values(request, v2=bool(values.group(1)), tag=values.group(2))
         except QueryError as exc:
-            return Response(exc.status, str(exc).encode())
-        except tags.TagError as exc:
-            return Response(400, str(exc).encode())
+            return Response(exc.status, str(exc).encode(), TEXT)
+        except (tags.TagError, InvalidInputError) as exc:
+            return Response(400, str(exc).encode(), TEXT)
+
+    def _search(self, request: Request) -> Response:
+        tenants = tenants_of(request, self.cfg.multitenancy_enabled)
+        return Response(200, search_body(self.db, self.recent, tenants, request.query), JSON)
 
     def _tags(self, request: Request, v2: bool) -> Response:
         tenants = tenants_of(request, self.cfg.multitenancy_enabled)
         limit = tags.parse_limit(request.query.get("limit"))
-        source = tags.scan(self.db, tenants, time_range(request))
+        source = tags.scan(self.db, self.recent, tenants, time_range(request))
         if v2:
             body = tags.tags_v2(source, request.query.get("scope", ""), limit)
         else:
@@ -143,10 +176,11 @@ class QueryAPI:
         limit = tags.parse_limit(request.query.get("limit"))
         if v2:
             parsed = tags.parse_tag(name)  # a 400 before any block is read
-            source = tags.scan(self.db, tenants, time_range(request))
+            query = tags.narrowing_query(request.query.get("q", ""))
+            source = tags.scan(self.db, self.recent, tenants, time_range(request), query)
             body = tags.tag_values_v2(source, parsed, limit)
         else:
-            source = tags.scan(self.db, tenants, time_range(request))
+            source = tags.scan(self.db, self.recent, tenants, time_range(request))
             body = tags.tag_values_v1(source, name, limit)
         return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
 

@@ -5,11 +5,15 @@ here (contract §2.4). Everything is read column-wise from each block's ``data.p
 columns a question needs, distinct values via Arrow compute, Python loops only per distinct value
 (e.g. one ``Resource`` parse per distinct serialized resource).
 
-Limits of this first version (documented, deliberate):
-* blocks only: spans still held by the ingester do not contribute (``RecentTraces`` has no tag API);
-* the ``q`` filter of v2 tag values is ignored (Tempo itself treats it as best-effort);
-* no ``event``/``link``/``instrumentation`` attribute scopes: their tags are not listed and their
-  values come back empty; ``duration``-like intrinsics have no values (as in Tempo).
+Sources, as Tempo: the ingesters' memory and recent blocks always; the backend's blocks only when the
+request has a time range (``start``/``end``), which Grafana sends.
+
+``q`` (v2 tag values) narrows the values to spans matching the TraceQL query, exactly: block row
+groups hold whole traces; in the ingesters' memory the candidate traces are gathered and sorted first
+(search/recent.py).
+
+``duration``-like intrinsics have no values (as in Tempo). Tag names of a block are computed once
+and kept with its reader (blocks never change).
 """
 
 from __future__ import annotations
@@ -20,14 +24,23 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracelake.db import TraceDB
 from tracelake.encoding.v1.find_trace import BlockReader
+from tracelake.errors import InvalidInputError
 from tracelake.model.schema import DEDICATED_SPAN_ATTRIBUTES, AttrType
+from tracelake.query import RecentTraces
+from tracelake.search.recent import candidate_traces, whole_traces
+from tracelake.traceql.ast import Query, SpansetFilter
+from tracelake.traceql.evaluate import check_supported, columns_for, evaluate
+from tracelake.traceql.frame import SpanFrame
+from tracelake.traceql.parser import parse
 
 # What Tempo 2.7 lists for the intrinsic scope (search_tags_v2_range.json), in its order.
 INTRINSIC_TAGS: tuple[str, ...] = (
@@ -52,7 +65,7 @@ INTRINSIC_TAGS: tuple[str, ...] = (
     "trace:rootService",
     "traceDuration",
 )
-V2_SCOPES = ("intrinsic", "resource", "span")  # Tempo's order in answers from the backend
+V2_SCOPES = ("intrinsic", "resource", "span", "event", "link", "instrumentation")  # Tempo's order
 KNOWN_SCOPES = ("resource", "span", "intrinsic", "event", "link", "instrumentation")
 _ATTRIBUTE_SCOPES = ("resource.", "span.", "event.", "link.", "instrumentation.", ".")
 STATUS_KEYWORDS = ("error", "ok", "unset")
@@ -72,11 +85,40 @@ class _Scan:
 
     inspected: int = 0
     readers: list[BlockReader] = field(default_factory=list)
+    recent: list[pa.Table] = field(default_factory=list)  # SPAN_SCHEMA tables from the ingesters
+    query: Query | None = None  # ``q``: only spans matching it count
 
     def tables(self, columns: list[str]) -> Iterator[pa.Table]:
-        """Each row group of each block (in single-chunk pieces), with just ``columns``."""
+        """``columns`` of every span scanned, in single-chunk tables: blocks' row groups, then the
+        ingesters' batches; only the spans matching ``query`` when there is one."""
+        if self.query is None:
+            yield from self._block_tables(columns)
+            yield from self._recent_tables(columns)
+            return
+        extra = [c for c in columns_for(self.query, with_spans=False) if c not in columns]
+        for table in self._block_tables(columns + extra):  # whole traces: exact
+            yield table.filter(pa.array(evaluate(self.query, SpanFrame(table)).spans)).select(columns)
+        recent = [t for t in self.recent if t.num_rows]
+        found = candidate_traces(recent, self.query) if recent else []
+        if len(found):
+            rows = whole_traces(recent, found)  # the candidates, sorted: evaluated exactly
+            self.inspected += rows.nbytes
+            matching = rows.filter(pa.array(evaluate(self.query, SpanFrame(rows)).spans))
+            for batch in matching.select([c for c in columns if c in matching.column_names]).to_batches():
+                yield pa.Table.from_batches([batch])
+
+    def _recent_tables(self, columns: list[str]) -> Iterator[pa.Table]:
+        for table in self.recent:
+            selected = table.select([c for c in dict.fromkeys(columns) if c in table.column_names])
+            self.inspected += selected.nbytes
+            for batch in selected.to_batches():
+                yield pa.Table.from_batches([batch])
+
+    def _block_tables(
+        self, columns: list[str], readers: list[BlockReader] | None = None
+    ) -> Iterator[pa.Table]:
         wanted = set(columns)
-        for reader in self.readers:
+        for reader in self.readers if readers is None else readers:
             pf = reader.parquet()
             names = set(pf.schema_arrow.names)
             present = [c for c in columns if c in names]
@@ -92,16 +134,49 @@ class _Scan:
                     yield pa.Table.from_batches([batch])
 
 
-def scan(db: TraceDB, tenants: list[str], seconds: tuple[int, int] | None) -> _Scan:
-    """The blocks of ``tenants`` overlapping ``seconds`` (all of them without a range)."""
+def narrowing_query(text: str) -> Query | None:
+    """``q`` of a v2 tag values request, or None when absent, ``{}`` or unusable.
+
+    Grafana sends the builder's other filters while the user edits one, so ``q`` may be half-typed;
+    like Tempo (best-effort matcher extraction) an unparsable ``q`` narrows nothing rather than
+    failing the drop-down.
+    """
+    if not text.strip():
+        return None
+    try:
+        query = parse(text)
+        check_supported(query)
+    except InvalidInputError:
+        return None
+    if query.expr == SpansetFilter(None) and not query.stages:
+        return None
+    return query
+
+
+def scan(
+    db: TraceDB,
+    recent: RecentTraces | None,
+    tenants: list[str],
+    seconds: tuple[int, int] | None,
+    query: Query | None = None,
+) -> _Scan:
+    """What a tag request reads: the ingesters' data, plus, with a time range, the backend's blocks
+    overlapping it (Tempo's rule: no range, ingesters only)."""
     readers = []
+    tables: list[pa.Table] = []
     for tenant in tenants:
-        for meta in db.block_list(tenant).metas:
+        metas = {}
+        if recent is not None:
+            tables += recent.recent_spans(tenant)
+            metas.update((m.block_id, m) for m in recent.recent_blocks(tenant))
+        if seconds is not None:
+            metas.update((m.block_id, m) for m in db.block_list(tenant).metas)
+        for meta in metas.values():
             if seconds is None or (
                 meta.end_unix_nano >= seconds[0] * 10**9 and meta.start_unix_nano <= seconds[1] * 10**9
             ):
                 readers.append(db.reader(meta))
-    return _Scan(readers=readers)
+    return _Scan(readers=readers, recent=tables, query=query)
 
 
 # ---------------------------------------------------------------- reading columns
@@ -130,6 +205,18 @@ def _keys(flat: pa.StructArray) -> pa.Array:
 @lru_cache(maxsize=4096)
 def _resource(blob: bytes) -> Resource:
     return Resource.FromString(blob)
+
+
+@lru_cache(maxsize=4096)
+def _scope(blob: bytes) -> InstrumentationScope:
+    return InstrumentationScope.FromString(blob)
+
+
+def _distinct_blobs(column: pa.ChunkedArray) -> list[bytes]:
+    distinct = pc.unique(column.combine_chunks())
+    if pa.types.is_dictionary(distinct.type):
+        distinct = distinct.dictionary_decode()
+    return [b for b in distinct.drop_null().to_pylist() if b]
 
 
 def _resources(table: pa.Table) -> Iterator[Resource]:
@@ -185,20 +272,56 @@ def _any_value(value: AnyValue) -> TypedValue | None:
 # ---------------------------------------------------------------- tag names
 
 
+NAME_SCOPES = ("resource", "span", "event", "link", "instrumentation")
+_NAME_COLUMNS = ["attributes", "resource", "scope", "events", "links"]
+
+
+def _names_of(table: pa.Table) -> dict[str, set[str]]:
+    """Attribute names per scope in one table of spans."""
+    names: dict[str, set[str]] = {scope: set() for scope in NAME_SCOPES}
+    if "attributes" in table.column_names:
+        names["span"] |= _strings(_keys(_flat_attributes(table)))
+    for res in _resources(table):
+        names["resource"].update(kv.key for kv in res.attributes if kv.key)
+    if "scope" in table.column_names and table.num_rows:
+        for blob in _distinct_blobs(table["scope"]):
+            names["instrumentation"].update(kv.key for kv in _scope(blob).attributes if kv.key)
+    for column, scope in (("events", "event"), ("links", "link")):
+        if column not in table.column_names:
+            continue
+        blobs = table[column].combine_chunks()
+        for row in np.flatnonzero(pc.binary_length(blobs).to_numpy(zero_copy_only=False) > 0):
+            span = Span.FromString(blobs[int(row)].as_py())  # only spans that have events/links
+            for item in span.events if column == "events" else span.links:
+                names[scope].update(kv.key for kv in item.attributes if kv.key)
+    return names
+
+
+def _merge(into: dict[str, set[str]], names: dict[str, set[str]]) -> None:
+    for scope, found in names.items():
+        into[scope] |= found
+
+
 def tag_names(source: _Scan) -> dict[str, set[str]]:
-    """Attribute names per scope (``resource``, ``span``) in the scanned blocks."""
-    span: set[str] = set()
-    resource: set[str] = set()
-    for table in source.tables(["attributes", "resource"]):
-        span |= _strings(_keys(_flat_attributes(table)))
-        for res in _resources(table):
-            resource.update(kv.key for kv in res.attributes if kv.key)
-    return {"resource": resource, "span": span}
+    """Attribute names per scope: each block's once (blocks never change, the answer is kept with
+    its reader), the ingesters' spans each time."""
+    names: dict[str, set[str]] = {scope: set() for scope in NAME_SCOPES}
+    for reader in source.readers:
+        cached = reader.memo.get("tag_names")
+        if cached is None:
+            cached = {scope: set() for scope in NAME_SCOPES}
+            for table in source._block_tables(_NAME_COLUMNS, [reader]):
+                _merge(cached, _names_of(table))
+            reader.memo["tag_names"] = cached
+        _merge(names, cached)
+    for table in source._recent_tables(_NAME_COLUMNS):
+        _merge(names, _names_of(table))
+    return names
 
 
 def tags_v1(source: _Scan, limit: int | None) -> dict:
     names = tag_names(source)
-    merged = sorted(names["resource"] | names["span"])
+    merged = sorted(set().union(*names.values()))
     return {"tagNames": merged[:limit], "metrics": _metrics(source)}
 
 
@@ -207,15 +330,15 @@ def tags_v2(source: _Scan, scope: str, limit: int | None) -> dict:
     if scope not in ("", "all", "none", *KNOWN_SCOPES):
         raise TagError(f"invalid scope: {scope}")
     wanted = V2_SCOPES if scope in ("", "all", "none") else (scope,)
-    names = tag_names(source) if {"resource", "span"} & set(wanted) else {}
+    names = tag_names(source) if set(NAME_SCOPES) & set(wanted) else {}
     scopes = []
     for name in wanted:
         if name == "intrinsic":
             tags = list(INTRINSIC_TAGS)
-        elif name in names:
+        elif names.get(name):
             tags = sorted(names[name])
         else:
-            continue  # event/link/instrumentation attributes are not indexed yet
+            continue  # a scope without names is left out, as Tempo does
         scopes.append({"name": name, "tags": tags[:limit]})
     return {"scopes": scopes, "metrics": _metrics(source)}
 
@@ -320,7 +443,10 @@ def _intrinsic_values(source: _Scan, name: str) -> list[TypedValue]:
             values |= _strings(table.column(0))
     elif name in _ROOT_COLUMNS:
         for table in source.tables([_ROOT_COLUMNS[name], "parent_index", "parent_span_id"]):
-            root = pc.and_(pc.is_null(table["parent_index"]), pc.is_null(table["parent_span_id"]))
+            if "parent_index" in table.column_names:
+                root = pc.and_(pc.is_null(table["parent_index"]), pc.is_null(table["parent_span_id"]))
+            else:  # the ingesters' span tables: a root has no parent id
+                root = pc.equal(pc.binary_length(table["parent_span_id"]), 0)
             values |= _strings(table[_ROOT_COLUMNS[name]].filter(root))
     # durations and event intrinsics: no values (Tempo answers an empty list for durations too)
     return [("string", v) for v in sorted(values)]

@@ -124,6 +124,9 @@ class TraceStorageConfig(_Section):
     blocklist_poll: float = 300.0
     # Readers list the bucket instead of trusting a tenant index older than this (0 = never).
     blocklist_poll_stale_tenant_index: float = 0.0
+    # Bloom filter shards a reader keeps in memory (every block's, up to this; then least recently
+    # used out). About 1.2 bytes per trace at a 1% false-positive rate.
+    bloom_cache_max_bytes: int = 1 << 30
 
     _d = _durations("blocklist_poll", "blocklist_poll_stale_tenant_index")
 

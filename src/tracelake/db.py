@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
+from tracelake import read_metrics
 from tracelake.backend import Backend
 from tracelake.block.meta import BlockMeta
 from tracelake.blocklist.cache import BlockListCache
@@ -21,6 +22,7 @@ from tracelake.blocklist.tenant_index import (
     read_tenant_index,
     write_tenant_index,
 )
+from tracelake.bloom.cache import BloomCache
 from tracelake.config import TraceStorageConfig
 from tracelake.encoding.v1.create import write_block
 from tracelake.encoding.v1.find_trace import BlockReader
@@ -28,6 +30,7 @@ from tracelake.errors import BlockFormatError
 
 _READER_CACHE_SIZE = 1024
 _LOOKUP_THREADS = 8
+_SUMMARY_CACHE_BYTES = 256 * 2**20  # per-trace summaries kept for search (about 100 B per trace)
 
 
 class TraceDB:
@@ -38,6 +41,15 @@ class TraceDB:
         self._readers_lock = threading.Lock()
         self._block_lists = BlockListCache(backend, cfg.blocklist_poll, cfg.blocklist_poll_stale_tenant_index)
         self._pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="tracelake-lookup")
+        self._blooms = BloomCache(cfg.bloom_cache_max_bytes)
+        self._summaries: OrderedDict[str, pa.Table] = OrderedDict()
+        self._summary_bytes = 0
+        self._summaries_lock = threading.Lock()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """Threads for reading several blocks at once (lookups, searches)."""
+        return self._pool
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -72,7 +84,7 @@ class TraceDB:
         with self._readers_lock:  # lookups run on several threads
             reader = self._readers.get(meta.block_id)
             if reader is None:
-                reader = BlockReader(self.backend, meta)
+                reader = BlockReader(self.backend, meta, self._blooms)
                 self._readers[meta.block_id] = reader
                 if len(self._readers) > _READER_CACHE_SIZE:
                     self._readers.popitem(last=False)
@@ -80,11 +92,34 @@ class TraceDB:
                 self._readers.move_to_end(meta.block_id)
             return reader
 
+    def summary(self, meta: BlockMeta) -> pa.Table:
+        """A block's per-trace summary, cached (least recently used first out, bounded in bytes)."""
+        with self._summaries_lock:
+            table = self._summaries.get(meta.block_id)
+            if table is not None:
+                self._summaries.move_to_end(meta.block_id)
+                return table
+        table = self.reader(meta).read_summary()
+        with self._summaries_lock:
+            if meta.block_id not in self._summaries:
+                self._summaries[meta.block_id] = table
+                self._summary_bytes += table.nbytes
+            while self._summary_bytes > _SUMMARY_CACHE_BYTES and len(self._summaries) > 1:
+                _, old = self._summaries.popitem(last=False)
+                self._summary_bytes -= old.nbytes
+            read_metrics.summary_cache_bytes.set(self._summary_bytes)
+        return table
+
     def find_trace(
-        self, tenant: str, trace_id: bytes, window_unix_nano: tuple[int, int] | None = None
+        self,
+        tenant: str,
+        trace_id: bytes,
+        window_unix_nano: tuple[int, int] | None = None,
+        skip: set[str] | frozenset[str] = frozenset(),
     ) -> pa.Table | None:
         """Spans of ``trace_id`` from every block that holds some of them, or None.
 
+        ``skip``: blocks already read by someone else (the ingester that wrote them).
         Blocks are pruned by id range, ``window_unix_nano`` (start, end) and their bloom filter in the
         calling thread (microseconds each, once the shard is cached); only blocks that may hold the
         trace are read, in parallel when there are several.
@@ -94,7 +129,10 @@ class TraceDB:
         candidates = [
             self.reader(m)
             for m in self.block_list(tenant).metas
-            if m.min_id <= hex_id <= m.max_id and m.end_unix_nano >= lo and m.start_unix_nano <= hi
+            if m.min_id <= hex_id <= m.max_id
+            and m.end_unix_nano >= lo
+            and m.start_unix_nano <= hi
+            and m.block_id not in skip
         ]
         readers = [r for r in candidates if r.may_contain(trace_id)]
         if len(readers) > 1:

@@ -23,9 +23,14 @@ def test_serve_compacts_in_the_background(tmp_path: Path) -> None:
     write_split_blocks(backend, spans, blocks=4, replicated=1)
     server.start()
     try:
+        distinct = len(span_keys(spans))
         deadline = time.monotonic() + 30
-        while len(list_blocks(backend, "single-tenant").metas) > 1:
+        while [m.total_spans for m in list_blocks(backend, "single-tenant").metas] != [distinct]:
             assert time.monotonic() < deadline, "serve did not compact the blocks"
+            time.sleep(0.1)
+        # The job's metrics are recorded just after its inputs are marked compacted.
+        while server.metric("tracelake_compactor_compaction_jobs_total", outcome="done") < 1:
+            assert time.monotonic() < deadline, "no compaction job counted"
             time.sleep(0.1)
         assert server.metric("tracelake_compactor_compaction_jobs_total", outcome="done") == 1
         assert server.metric("tracelake_compactor_compaction_blocks_total", level="1") == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -19,6 +20,14 @@ from tracelake.synth import SynthConfig, generate_request_bytes
 
 def sample(name: str) -> dict:
     return json.loads((tempo_samples() / name).read_text())
+
+
+def ranged(path: str) -> str:
+    """``path`` with a time range around now (Tempo reads blocks only for requests with one)."""
+    if "start=" in path:
+        return path
+    now = int(time.time())
+    return f"{path}{'&' if '?' in path else '?'}start={now - 7200}&end={now + 7200}"
 
 
 def get_json(server: Server, path: str) -> dict:
@@ -85,29 +94,39 @@ def _span_ints(request: ExportTraceServiceRequest, key: str) -> set[str]:
 
 def test_v1_tags(stored) -> None:
     server, _ = stored
-    ours = get_json(server, "/api/search/tags")
+    ours = get_json(server, ranged("/api/search/tags"))
     assert set(ours) == set(sample("search_tags_v1_range.json"))
     names = ours["tagNames"]
     assert names == sorted(set(names))
     assert {"service.name", "http.route", "http.status_code"} <= set(names)
-    assert get_json(server, "/api/search/tags?limit=3")["tagNames"] == names[:3]
-    assert get_json(server, "/api/search/tags?start=1000&end=2000")["tagNames"] == []
+    assert get_json(server, ranged("/api/search/tags?limit=3"))["tagNames"] == names[:3]
+    assert get_json(server, ranged("/api/search/tags?start=1000&end=2000"))["tagNames"] == []
 
 
 def test_v2_tags_scopes_like_tempo(stored) -> None:
-    server, _ = stored
-    ours = get_json(server, "/api/v2/search/tags")
+    server, request = stored
+    ours = get_json(server, ranged("/api/v2/search/tags"))
     tempo = sample("search_tags_v2_range.json")
     assert set(ours) == set(tempo)
-    assert [s["name"] for s in ours["scopes"]] == ["intrinsic", "resource", "span"]
+    assert [s["name"] for s in ours["scopes"]] == [s["name"] for s in tempo["scopes"]]
+    assert [s["name"] for s in ours["scopes"]] == ["intrinsic", "resource", "span", "event"]
     assert all(set(s) == {"name", "tags"} for s in ours["scopes"])
     by_name = {s["name"]: s["tags"] for s in ours["scopes"]}
     assert by_name["intrinsic"] == next(s["tags"] for s in tempo["scopes"] if s["name"] == "intrinsic")
     assert list(INTRINSIC_TAGS) == by_name["intrinsic"]
     assert {"service.name", "telemetry.sdk.language", "k8s.pod.name"} <= set(by_name["resource"])
     assert {"http.route", "http.status_code"} <= set(by_name["span"])
+    event_keys = {
+        kv.key
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+        for event in span.events
+        for kv in event.attributes
+    }
+    assert event_keys and set(by_name["event"]) == event_keys
     assert "service.name" not in by_name["span"]
-    span_only = get_json(server, "/api/v2/search/tags?scope=span&limit=2")
+    span_only = get_json(server, ranged("/api/v2/search/tags?scope=span&limit=2"))
     assert span_only["scopes"] == [{"name": "span", "tags": by_name["span"][:2]}]
     assert get(server, "/api/v2/search/tags?scope=bogus")[0] == 400
 
@@ -115,49 +134,49 @@ def test_v2_tags_scopes_like_tempo(stored) -> None:
 def test_service_name_values(stored) -> None:
     server, request = stored
     services = _services(request)
-    v1 = get_json(server, "/api/search/tag/service.name/values")
+    v1 = get_json(server, ranged("/api/search/tag/service.name/values"))
     assert set(v1) == set(sample("search_tag_values_v1_service.name_range.json"))
     assert v1["tagValues"] == sorted(services)
-    v2 = get_json(server, "/api/v2/search/tag/resource.service.name/values")
+    v2 = get_json(server, ranged("/api/v2/search/tag/resource.service.name/values"))
     assert set(v2) == set(sample("search_tag_values_v2_resource.service.name_range.json"))
     assert all(set(v) == {"type", "value"} for v in v2["tagValues"])
     assert {(v["type"], v["value"]) for v in v2["tagValues"]} == {("string", s) for s in services}
-    either = get_json(server, "/api/v2/search/tag/.service.name/values")["tagValues"]
+    either = get_json(server, ranged("/api/v2/search/tag/.service.name/values"))["tagValues"]
     assert {v["value"] for v in either} == services
-    assert get_json(server, "/api/v2/search/tag/span.service.name/values")["tagValues"] == []
-    limited = get_json(server, "/api/v2/search/tag/resource.service.name/values?limit=2")
+    assert get_json(server, ranged("/api/v2/search/tag/span.service.name/values"))["tagValues"] == []
+    limited = get_json(server, ranged("/api/v2/search/tag/resource.service.name/values?limit=2"))
     assert len(limited["tagValues"]) == 2
 
 
 def test_typed_values_match_tempo_encodings(stored) -> None:
     server, request = stored
-    codes = get_json(server, "/api/v2/search/tag/span.http.status_code/values")["tagValues"]
+    codes = get_json(server, ranged("/api/v2/search/tag/span.http.status_code/values"))["tagValues"]
     tempo_types = {
         v["type"] for v in sample("search_tag_values_v2_span.http.status_code_range.json")["tagValues"]
     }
     assert {v["type"] for v in codes} == tempo_types == {"int"}
     assert {v["value"] for v in codes} == _span_ints(request, "http.status_code")
-    status = get_json(server, "/api/v2/search/tag/status/values")["tagValues"]
+    status = get_json(server, ranged("/api/v2/search/tag/status/values"))["tagValues"]
     tempo_status = sample("search_tag_values_v2_status_range.json")["tagValues"]
     assert {(v["type"], v["value"]) for v in status} == {
         (v["type"], v["value"]) for v in tempo_status if v["type"] == "keyword"
     }
-    kinds = get_json(server, "/api/v2/search/tag/kind/values")["tagValues"]
+    kinds = get_json(server, ranged("/api/v2/search/tag/kind/values"))["tagValues"]
     assert {v["type"] for v in kinds} == {"keyword"} and {"server", "client"} <= {v["value"] for v in kinds}
-    names = get_json(server, "/api/v2/search/tag/name/values")["tagValues"]
+    names = get_json(server, ranged("/api/v2/search/tag/name/values"))["tagValues"]
     assert names and {v["type"] for v in names} == {"string"}
-    roots = get_json(server, "/api/v2/search/tag/rootServiceName/values")["tagValues"]
+    roots = get_json(server, ranged("/api/v2/search/tag/rootServiceName/values"))["tagValues"]
     assert {v["value"] for v in roots} <= _services(request) and roots
-    methods = get_json(server, "/api/v2/search/tag/span.http.method/values?q=%7B%7D")["tagValues"]
+    methods = get_json(server, ranged("/api/v2/search/tag/span.http.method/values?q=%7B%7D"))["tagValues"]
     assert methods and {v["type"] for v in methods} == {"string"}
-    assert get_json(server, "/api/v2/search/tag/duration/values")["tagValues"] == []
+    assert get_json(server, ranged("/api/v2/search/tag/duration/values"))["tagValues"] == []
 
 
 def test_bool_float_and_mixed_scopes(stored) -> None:
     server, _ = stored
 
     def values(tag: str) -> list[tuple[str, str]]:
-        found = get_json(server, f"/api/v2/search/tag/{tag}/values")["tagValues"]
+        found = get_json(server, ranged(f"/api/v2/search/tag/{tag}/values"))["tagValues"]
         return [(v["type"], v["value"]) for v in found]
 
     assert values("span.test.flag") == [("bool", "true")]
@@ -166,7 +185,37 @@ def test_bool_float_and_mixed_scopes(stored) -> None:
     assert values("resource.test.mixed") == [("int", "7")]
     assert values("span.test.mixed") == [("string", "seven")]
     assert values("span.%2522test.flag%2522") == [("bool", "true")]  # quoted, encoded twice
-    assert get_json(server, "/api/search/tag/test.mixed/values")["tagValues"] == ["seven"]
+    assert get_json(server, ranged("/api/search/tag/test.mixed/values"))["tagValues"] == ["seven"]
+
+
+def test_without_a_range_only_the_ingesters_answer(stored) -> None:
+    """Tempo's rule: blocks only for requests with a time range; spans in memory always."""
+    server, _ = stored
+    assert get_json(server, "/api/search/tags")["tagNames"] == []
+    scopes = get_json(server, "/api/v2/search/tags")["scopes"]
+    assert [s["name"] for s in scopes] == ["intrinsic"]
+    request = _typed_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.trace_id = bytes(range(2, 18))
+    span.attributes.add(key="only.in.memory").value.string_value = "yes"
+    assert post(server.ports["otlp_http"], request.SerializeToString()) == 200
+    assert "only.in.memory" in get_json(server, "/api/search/tags")["tagNames"]
+    values = get_json(server, "/api/v2/search/tag/span.only.in.memory/values")["tagValues"]
+    assert values == [{"type": "string", "value": "yes"}]
+    ranged_names = get_json(server, ranged("/api/search/tags"))["tagNames"]
+    assert {"only.in.memory", "http.route"} <= set(ranged_names)  # both sources with a range
+
+
+def test_q_narrows_values_to_matching_spans(stored) -> None:
+    server, request = stored
+    q = "&q=" + quote("{ span.test.flag = true }")
+    narrowed = get_json(server, ranged("/api/v2/search/tag/resource.service.name/values?x=1" + q))
+    assert narrowed["tagValues"] == [{"type": "string", "value": "typed"}]
+    q = "&q=" + quote('{ resource.service.name = "typed" } && { kind = server }')
+    both = get_json(server, ranged("/api/v2/search/tag/span.test.ratio/values?x=1" + q))["tagValues"]
+    assert both == []  # the typed trace has no server span: nothing matches
+    broken = get_json(server, ranged("/api/v2/search/tag/resource.service.name/values?q=%7B%20.a%20%3D"))
+    assert len(broken["tagValues"]) == len(_services(request))  # half-typed q: not narrowed
 
 
 def test_bad_identifier_is_400(stored) -> None:

@@ -60,6 +60,9 @@ class BlockMeta:
     files: dict[str, int] = field(default_factory=dict)
     replaces: list[str] = field(default_factory=list)  # input blocks of the compaction that made it
     created_at: str = ""
+    # Keys of the block's generic span attributes (None: unknown or too many): a search for a span
+    # attribute the block never holds skips reading its ``attributes`` column.
+    span_attribute_keys: list[str] | None = None
 
     def to_json(self, with_row_groups: bool = True) -> dict:
         out = {
@@ -84,6 +87,8 @@ class BlockMeta:
             "replaces": self.replaces,
             "createdAt": self.created_at,
         }
+        if self.span_attribute_keys is not None:
+            out["spanAttributeKeys"] = self.span_attribute_keys
         if with_row_groups:
             out["rowGroups"] = [asdict(rg) for rg in self.row_groups]
         return out
@@ -115,6 +120,7 @@ class BlockMeta:
                 files={str(k): int(v) for k, v in obj.get("files", {}).items()},
                 replaces=list(obj.get("replaces", [])),
                 created_at=str(obj.get("createdAt", "")),
+                span_attribute_keys=_optional_strings(obj.get("spanAttributeKeys")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BlockFormatError(f"{where}: malformed block meta ({exc!r})") from exc
@@ -126,6 +132,14 @@ class BlockMeta:
         except (ValueError, UnicodeDecodeError) as exc:
             raise BlockFormatError(f"{where}: not valid JSON ({exc})") from exc
         return cls.from_json(obj, where)
+
+
+def _optional_strings(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("spanAttributeKeys must be a list of strings")
+    return value
 
 
 @dataclass

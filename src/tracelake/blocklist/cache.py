@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+from tracelake import read_metrics
 from tracelake.backend import Backend
 from tracelake.blocklist.tenant_index import BlockList, load_block_list
 
@@ -28,7 +29,9 @@ class BlockListCache:
             cached = self._lists.get(tenant)
         if cached is not None and now - cached[1] < self.poll_seconds:
             return cached[0]
-        blocks = load_block_list(self.backend, tenant, self.stale_index_seconds)
+        with read_metrics.blocklist_poll_duration.time():
+            blocks = load_block_list(self.backend, tenant, self.stale_index_seconds)
+        read_metrics.blocklist_length.labels(tenant).set(len(blocks.metas))
         with self._lock:
             self._lists[tenant] = (blocks, now)
         return blocks

@@ -157,14 +157,72 @@ class SpansetOr:
     terms: tuple[SpansetExpr, ...]
 
 
-SpansetExpr = SpansetFilter | SpansetAnd | SpansetOr
+class StructuralOp(StrEnum):
+    """Spanset operators on the span tree; the result holds right-hand spans (``&`` forms: both)."""
+
+    DESCENDANT = ">>"
+    ANCESTOR = "<<"
+    CHILD = ">"
+    PARENT = "<"
+    SIBLING = "~"
+    NOT_DESCENDANT = "!>>"
+    NOT_ANCESTOR = "!<<"
+    NOT_CHILD = "!>"
+    NOT_PARENT = "!<"
+    NOT_SIBLING = "!~"
+    UNION_DESCENDANT = "&>>"
+    UNION_ANCESTOR = "&<<"
+    UNION_CHILD = "&>"
+    UNION_PARENT = "&<"
+    UNION_SIBLING = "&~"
+
+
+@dataclass(frozen=True, slots=True)
+class Structural:
+    """``lhs op rhs``: e.g. ``{a} >> {b}`` is the spans of b that have an ancestor in a."""
+
+    op: StructuralOp
+    lhs: SpansetExpr
+    rhs: SpansetExpr
+
+
+SpansetExpr = SpansetFilter | SpansetAnd | SpansetOr | Structural
+
+
+class Aggregate(StrEnum):
+    COUNT = "count"
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+
+
+@dataclass(frozen=True, slots=True)
+class ScalarFilter:
+    """``| count() > 2``, ``| avg(duration) > 20ms``: keeps spansets whose aggregate compares true."""
+
+    aggregate: Aggregate
+    field: Field | None  # None for count()
+    op: Op
+    value: Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    """``| select(a, b)``: returned spans also carry these fields."""
+
+    fields: tuple[Field, ...]
+
+
+Stage = SpansetFilter | ScalarFilter | Select
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A whole TraceQL query: for now just one spanset expression (no pipeline stages)."""
+    """A whole TraceQL query: a spanset expression, then pipeline stages applied in order."""
 
     expr: SpansetExpr
+    stages: tuple[Stage, ...] = ()
 
 
 def make_and(terms: list[FieldExpr]) -> FieldExpr:

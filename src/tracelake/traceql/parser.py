@@ -27,6 +27,7 @@ from fractions import Fraction
 
 from tracelake.errors import InvalidInputError
 from tracelake.traceql.ast import (
+    Aggregate,
     Attribute,
     Comparison,
     Field,
@@ -39,12 +40,17 @@ from tracelake.traceql.ast import (
     LiteralKind,
     Op,
     Query,
+    ScalarFilter,
     Scope,
+    Select,
     SpansetAnd,
     SpansetExpr,
     SpansetFilter,
     SpansetOr,
+    Stage,
     StatusValue,
+    Structural,
+    StructuralOp,
     make_and,
     make_or,
     make_spanset_and,
@@ -165,6 +171,9 @@ class T(Enum):
     FIELD = auto()
     IDENT = auto()
     VALUE = auto()
+    STRUCT = auto()  # >> << !>> !<< !> !< &>> &<< &> &< & ~ (and > < !~ as OP tokens, by context)
+    PIPE = auto()
+    COMMA = auto()
     EOF = auto()
 
 
@@ -215,12 +224,23 @@ class _Lexer:
         if two == "||":
             self.i += 2
             return Token(T.OR, start, two)
+        for text in ("&>>", "&<<", "!>>", "!<<", ">>", "<<", "&>", "&<", "&~", "!>", "!<"):
+            if s.startswith(text, start):
+                self.i += len(text)
+                return Token(T.STRUCT, start, text, StructuralOp(text))
+        if c == "~":
+            self.i += 1
+            return Token(T.STRUCT, start, c, StructuralOp.SIBLING)
+        if c == ",":
+            self.i += 1
+            return Token(T.COMMA, start, c)
         for op in (Op.RE, Op.NRE, Op.NE, Op.GE, Op.LE, Op.EQ, Op.GT, Op.LT):
             if s.startswith(op.value, start):
                 self.i += len(op.value)
                 return Token(T.OP, start, op.value, op)
         if c == "|":
-            raise self.error("pipelines ('|') are not supported", start)
+            self.i += 1
+            return Token(T.PIPE, start, c)
         if c == "&":
             raise self.error("unexpected '&' (did you mean '&&'?)", start)
         if c == "!":
@@ -431,13 +451,59 @@ class _Parser:
         if self.tok.type is T.EOF:
             raise self.error("empty query", 0)
         expr = self.spanset_or()
+        stages: list[Stage] = []
+        while self.tok.type is T.PIPE:
+            self.advance()
+            stages.append(self.stage())
         if self.tok.type is not T.EOF:
-            if self.tok.type is T.OP:
-                raise self.error(f"spanset operator '{self.tok.text}' is not supported", self.tok.pos)
             raise self.error(
-                f"expected '&&', '||' or end of query, found {_describe(self.tok)}", self.tok.pos
+                f"expected '&&', '||', '|' or end of query, found {_describe(self.tok)}", self.tok.pos
             )
-        return Query(expr)
+        return Query(expr, tuple(stages))
+
+    def stage(self) -> Stage:
+        """One pipeline stage: ``select(...)``, an aggregate compared with a value, or ``{...}``."""
+        tok = self.tok
+        if tok.type is T.LBRACE:
+            return self.spanset_prim()  # type: ignore[return-value]
+        if tok.type is not T.IDENT:
+            raise self.error(f"expected select(), an aggregate or '{{', found {_describe(tok)}", tok.pos)
+        name = tok.text
+        self.advance()
+        if name == "select":
+            self.expect(T.LPAREN, "'('")
+            fields = [self.field_token()]
+            while self.tok.type is T.COMMA:
+                self.advance()
+                fields.append(self.field_token())
+            self.expect(T.RPAREN, "')'")
+            return Select(tuple(fields))
+        if name not in Aggregate.__members__.values():
+            raise self.error(f"pipeline stage '{name}' is not supported", tok.pos)
+        aggregate = Aggregate(name)
+        self.expect(T.LPAREN, "'('")
+        field = None
+        if aggregate is not Aggregate.COUNT:
+            field = self.field_token()
+        self.expect(T.RPAREN, "')'")
+        op_tok = self.tok
+        if op_tok.type is not T.OP or op_tok.value in (Op.RE, Op.NRE):
+            raise self.error(f"expected a comparison after '{name}()', found {_describe(op_tok)}", op_tok.pos)
+        self.advance()
+        val_tok = self.expect(T.VALUE, "a value")
+        value: Literal = val_tok.value  # type: ignore[assignment]
+        if value.kind not in _NUMERIC:
+            raise self.error(
+                f"'{name}()' compares with a number or a duration, found {_describe(val_tok)}", val_tok.pos
+            )
+        return ScalarFilter(aggregate, field, op_tok.value, value)  # type: ignore[arg-type]
+
+    def field_token(self) -> Field:
+        tok = self.tok
+        if tok.type is not T.FIELD:
+            raise self.error(f"expected an attribute or intrinsic, found {_describe(tok)}", tok.pos)
+        self.advance()
+        return tok.value  # type: ignore[return-value]
 
     def spanset_or(self) -> SpansetExpr:
         terms = [self.spanset_and()]
@@ -447,11 +513,25 @@ class _Parser:
         return make_spanset_or(terms)
 
     def spanset_and(self) -> SpansetExpr:
-        terms = [self.spanset_prim()]
+        terms = [self.spanset_struct()]
         while self.tok.type is T.AND:
             self.advance()
-            terms.append(self.spanset_prim())
+            terms.append(self.spanset_struct())
         return make_spanset_and(terms)
+
+    def spanset_struct(self) -> SpansetExpr:
+        """Structural operators bind tighter than ``&&``/``||`` and associate to the left."""
+        expr = self.spanset_prim()
+        while True:
+            tok = self.tok
+            if tok.type is T.STRUCT:
+                op = tok.value
+            elif tok.type is T.OP and tok.text in (">", "<", "!~"):
+                op = StructuralOp(tok.text)
+            else:
+                return expr
+            self.advance()
+            expr = Structural(op, expr, self.spanset_prim())  # type: ignore[arg-type]
 
     def spanset_prim(self) -> SpansetExpr:
         if self.tok.type is T.LPAREN:
@@ -463,6 +543,8 @@ class _Parser:
         if self.tok.type is T.RBRACE:
             self.advance()
             return SpansetFilter(None)
+        if self.tok.type is T.STRUCT and self.tok.text == "~":
+            raise self.error("unexpected '~'", self.tok.pos)
         expr = self.field_or()
         if self.tok.type is not T.RBRACE:
             raise self.error(f"expected '&&', '||' or '}}', found {_describe(self.tok)}", self.tok.pos)
@@ -616,6 +698,14 @@ def _format_field_expr(expr: FieldExpr) -> str:
 def _format_spanset(expr: SpansetExpr) -> str:
     if isinstance(expr, SpansetFilter):
         return "{}" if expr.expr is None else "{" + _format_field_expr(expr.expr) + "}"
+    if isinstance(expr, Structural):
+        rhs = _format_spanset(expr.rhs)
+        if not isinstance(expr.rhs, SpansetFilter):
+            rhs = f"({rhs})"
+        lhs = _format_spanset(expr.lhs)
+        if isinstance(expr.lhs, SpansetAnd | SpansetOr):
+            lhs = f"({lhs})"
+        return f"{lhs} {expr.op.value} {rhs}"
     sep = " && " if isinstance(expr, SpansetAnd) else " || "
     parts = (
         f"({_format_spanset(t)})" if isinstance(t, SpansetOr) else _format_spanset(t) for t in expr.terms
@@ -623,6 +713,15 @@ def _format_spanset(expr: SpansetExpr) -> str:
     return sep.join(parts)
 
 
+def _format_stage(stage: Stage) -> str:
+    if isinstance(stage, Select):
+        return "select(" + ", ".join(_field_text(f) for f in stage.fields) + ")"
+    if isinstance(stage, ScalarFilter):
+        inner = "" if stage.field is None else _field_text(stage.field)
+        return f"{stage.aggregate.value}({inner}) {stage.op.value} {_literal_text(stage.value)}"
+    return _format_spanset(stage)
+
+
 def format(query: Query) -> str:
     """Canonical text of a query: parse(format(q)) == q for flattened trees."""
-    return _format_spanset(query.expr)
+    return " | ".join([_format_spanset(query.expr), *(_format_stage(s) for s in query.stages)])

@@ -24,7 +24,14 @@ from tracelake.block import keys
 from tracelake.block.meta import FORMAT_V1, BlockMeta, RowGroupRange
 from tracelake.bloom import ShardedBloom
 from tracelake.config import BlockConfig
-from tracelake.encoding.v1.layout import BLOCK_SCHEMA, row_group_cuts, sort_spans, to_block_rows
+from tracelake.encoding.v1.layout import (
+    BLOCK_SCHEMA,
+    MAX_INDEXED_KEYS,
+    generic_attribute_keys,
+    row_group_cuts,
+    sort_spans,
+    to_block_rows,
+)
 from tracelake.encoding.v1.summary import summarize, summary_to_parquet, trace_ends
 from tracelake.model.ids import id_matrix, trace_starts
 
@@ -106,6 +113,7 @@ class BlockWriter:
         self.spans = 0  # rows given so far
         self._written_rows = 0
         self._last_id: bytes | None = None
+        self._attribute_keys: set[str] | None = set()  # None: more than MAX_INDEXED_KEYS
 
     def add(self, sorted_spans: pa.Table) -> None:
         """Append whole traces (SPAN_SCHEMA, sorted by ``layout.sort_spans``), after every earlier one."""
@@ -116,6 +124,11 @@ class BlockWriter:
             raise ValueError("traces must be added in increasing trace-id order, each trace once")
         self._last_id = sorted_spans["trace_id"][-1].as_py()
         summary = summarize(sorted_spans)
+        if self._attribute_keys is not None:
+            found = generic_attribute_keys(sorted_spans)
+            self._attribute_keys = None if found is None else self._attribute_keys | set(found)
+            if self._attribute_keys is not None and len(self._attribute_keys) > MAX_INDEXED_KEYS:
+                self._attribute_keys = None
         if self.spans:
             index = summary.schema.get_field_index("first_row")
             first_row = pc.add(summary["first_row"], pa.scalar(self.spans, pa.int64()))
@@ -209,6 +222,7 @@ class BlockWriter:
             row_groups=self._row_groups,
             files=files,
             replaces=self.replaces,
+            span_attribute_keys=None if self._attribute_keys is None else sorted(self._attribute_keys),
             created_at=datetime.fromtimestamp(time.time(), UTC).isoformat(),
         )
         failpoints.hit("block.before_meta")

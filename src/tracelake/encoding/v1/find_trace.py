@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ from tracelake.backend import Backend
 from tracelake.block import keys
 from tracelake.block.meta import BlockMeta, check_format
 from tracelake.bloom import BloomShard, ShardedBloom, hash_trace_id
+from tracelake.bloom.cache import BloomCache
 from tracelake.encoding.v1.layout import READ_AS_DICTIONARY, from_block_rows
 from tracelake.errors import BlockFormatError, ObjectNotFoundError
 
@@ -24,13 +26,17 @@ from tracelake.errors import BlockFormatError, ObjectNotFoundError
 class BlockReader:
     """Reads one block; caches its bloom shards and parsed Parquet footer for repeated lookups."""
 
-    def __init__(self, backend: Backend, meta: BlockMeta) -> None:
+    def __init__(self, backend: Backend, meta: BlockMeta, bloom_cache: BloomCache | None = None) -> None:
         check_format(meta.format, f"block {meta.tenant_id}/{meta.block_id}")
         self.backend = backend
         self.meta = meta
         self._max_ids = [rg.max_id for rg in meta.row_groups]
-        self._shards: dict[int, BloomShard] = {}
+        self._shards: dict[int, BloomShard] = {}  # used when no shared cache is given
+        self._bloom_cache = bloom_cache
         self._parquet: pq.ParquetFile | None = None
+        self._chunk_sizes: dict[str, np.ndarray] | None = None
+        # answers derived from the block that callers keep with it (blocks never change)
+        self.memo: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def _key(self, name: str) -> str:
@@ -40,15 +46,19 @@ class BlockReader:
         return f"block {self.meta.tenant_id}/{self.meta.block_id}: {name}"
 
     def _shard(self, index: int) -> BloomShard:
+        if self._bloom_cache is not None:
+            return self._bloom_cache.get(self.meta.block_id, index, lambda: self._load_shard(index))
         shard = self._shards.get(index)
         if shard is None:
-            name = keys.bloom_name(index)
-            try:
-                shard = BloomShard.from_bytes(self.backend.read(self._key(name)))
-            except ObjectNotFoundError as exc:
-                raise BlockFormatError(f"{self._where(name)} is missing") from exc
-            self._shards[index] = shard
+            shard = self._shards[index] = self._load_shard(index)
         return shard
+
+    def _load_shard(self, index: int) -> BloomShard:
+        name = keys.bloom_name(index)
+        try:
+            return BloomShard.from_bytes(self.backend.read(self._key(name)))
+        except ObjectNotFoundError as exc:
+            raise BlockFormatError(f"{self._where(name)} is missing") from exc
 
     def parquet(self) -> pq.ParquetFile:
         with self._lock:
@@ -93,6 +103,40 @@ class BlockReader:
             return self.parquet().read_row_group(group, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
+
+    def column_chunk_sizes(self) -> dict[str, np.ndarray]:
+        """Compressed bytes per column (top-level name or leaf path) and row group (Tempo's
+        ``inspectedBytes``), computed once."""
+        if self._chunk_sizes is None:
+            metadata = self.parquet().metadata
+            sizes: dict[str, np.ndarray] = {}
+            for g in range(metadata.num_row_groups):
+                group = metadata.row_group(g)
+                for j in range(group.num_columns):
+                    chunk = group.column(j)
+                    path = chunk.path_in_schema
+                    for name in {path, path.split(".")[0]}:  # a leaf's own size, and its column's
+                        sizes.setdefault(name, np.zeros(metadata.num_row_groups, np.int64))[g] += (
+                            chunk.total_compressed_size
+                        )
+            self._chunk_sizes = sizes
+        return self._chunk_sizes
+
+    def read_row_groups(self, groups: list[int], columns: list[str]) -> pa.Table:
+        """Several row groups in one read (search): one call instead of one per group."""
+        try:
+            return self.parquet().read_row_groups(groups, columns=columns, use_threads=False)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
+
+    def read_summary(self) -> pa.Table:
+        """The block's ``summary.parquet``: one row per trace, in trace id order."""
+        try:
+            return pq.read_table(pa.BufferReader(self.backend.read(self._key(keys.SUMMARY))))
+        except ObjectNotFoundError as exc:
+            raise BlockFormatError(f"{self._where(keys.SUMMARY)} is missing") from exc
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BlockFormatError(f"{self._where(keys.SUMMARY)} is corrupt: {exc}") from exc
 
     def iter_spans(self):
         """Every span of the block, one row group at a time (SPAN_SCHEMA tables)."""

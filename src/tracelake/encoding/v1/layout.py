@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracelake.model.ids import id_matrix, trace_starts
-from tracelake.model.schema import SPAN_ID_BYTES, SPAN_SCHEMA
+from tracelake.model.schema import SPAN_ID_BYTES, SPAN_SCHEMA, AttrType
 
 
 def _block_schema() -> pa.Schema:
@@ -155,6 +155,27 @@ def from_block_rows(rows: pa.Table) -> pa.Table:
         else:
             columns.append(rows[f.name].cast(f.type))
     return pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
+
+
+MAX_INDEXED_KEYS = 1000
+
+
+def generic_attribute_keys(spans: pa.Table) -> list[str] | None:
+    """Sorted distinct keys of the generic span attributes (dedicated placeholders excluded), or None
+    when there are more than ``MAX_INDEXED_KEYS`` (then every search reads the column)."""
+    keys: set[str] = set()
+    for chunk in spans["attributes"].chunks:
+        flat = chunk.flatten()
+        if not len(flat):
+            continue
+        generic = pc.not_equal(flat.field("type"), int(AttrType.DEDICATED))
+        key = flat.field("key").filter(generic)
+        if pa.types.is_dictionary(key.type):
+            key = key.dictionary_decode()
+        keys.update(pc.unique(key).to_pylist())
+        if len(keys) > MAX_INDEXED_KEYS:
+            return None
+    return sorted(keys)
 
 
 def row_group_cuts(new_trace: np.ndarray, target_rows: int) -> list[int]:
