@@ -32,7 +32,7 @@ from tracelake.encoding.v1.layout import (
     sort_spans,
     to_block_rows,
 )
-from tracelake.encoding.v1.summary import summarize, summary_to_parquet, trace_ends
+from tracelake.encoding.v1.summary import SUMMARY_SCHEMA, summarize, summary_write_options, trace_ends
 from tracelake.model.ids import id_matrix, trace_starts
 
 # Columns whose values repeat get dictionary pages. Ids, times and raw wire bytes are near-unique, and
@@ -46,6 +46,8 @@ _DICTIONARY_LEAVES = [
     "attributes.list.element.bytes",  # almost always empty: a dictionary of one value, read as indices
 ]
 _BYTE_STREAM_SPLIT = {"start_time_unix_nano", "duration_nano"}
+# Traces per row group of summary.parquet when a block is written in pieces (search reads it whole).
+SUMMARY_GROUP_TRACES = 65536
 # Statistics where queries prune row groups; the others would only grow the footer.
 _STATISTICS = [
     "trace_id",
@@ -82,9 +84,10 @@ class BlockWriter:
     """Builds one block from whole-trace span tables given in trace-id order, one table at a time.
 
     The compactor feeds it the output of a streaming merge; ``write_block`` feeds it one sorted table.
-    Rows go to a local ``data.parquet`` as soon as a row group is full, so memory holds at most about
-    one row group of pending rows plus the per-trace summary (one small row per trace) and the trace ids
-    for the bloom filter. ``finish`` uploads data, summary and blooms, then ``meta.json`` last.
+    Rows go to a local ``data.parquet`` as soon as a row group is full and summary rows to a local
+    ``summary.parquet`` every ``SUMMARY_GROUP_TRACES`` traces, so memory holds about one row group of
+    pending rows plus 16 bytes per trace (the ids, for the bloom filter). ``finish`` uploads data,
+    summary and blooms, then ``meta.json`` last.
     """
 
     def __init__(
@@ -108,7 +111,16 @@ class BlockWriter:
         self._parquet: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []  # block rows not yet in a row group (whole traces)
         self._pending_rows = 0
-        self._summaries: list[pa.Table] = []
+        # The summary goes to a local file in row groups of SUMMARY_GROUP_TRACES, so a large output
+        # does not hold one summary row per trace in memory; only the trace ids stay (for the bloom).
+        self._summary_path = Path(self._tmp.name) / keys.SUMMARY
+        self._summary: pq.ParquetWriter | None = None
+        self._summary_pending: list[pa.Table] = []
+        self._summary_pending_rows = 0
+        self._trace_ids: list[pa.Array] = []
+        self._traces = 0
+        self._start = 2**64
+        self._end = 0
         self._row_groups: list[RowGroupRange] = []
         self.spans = 0  # rows given so far
         self._written_rows = 0
@@ -133,12 +145,33 @@ class BlockWriter:
             index = summary.schema.get_field_index("first_row")
             first_row = pc.add(summary["first_row"], pa.scalar(self.spans, pa.int64()))
             summary = summary.set_column(index, summary.schema.field(index), first_row)
-        self._summaries.append(summary)
+        self._add_summary(summary)
         self._pending.append(to_block_rows(sorted_spans))
         self._pending_rows += sorted_spans.num_rows
         self.spans += sorted_spans.num_rows
         if self._pending_rows >= 2 * self.cfg.parquet_row_group_size_spans:
             self._flush_groups(final=False)
+
+    def _add_summary(self, summary: pa.Table) -> None:
+        self._trace_ids.append(summary["trace_id"].combine_chunks())
+        self._traces += summary.num_rows
+        self._start = min(self._start, int(pc.min(summary["start_time_unix_nano"]).as_py()))
+        self._end = max(self._end, int(trace_ends(summary).max()))
+        self._summary_pending.append(summary)
+        self._summary_pending_rows += summary.num_rows
+        if self._summary_pending_rows >= SUMMARY_GROUP_TRACES:
+            self._flush_summary()
+
+    def _flush_summary(self) -> None:
+        if not self._summary_pending_rows:
+            return
+        if self._summary is None:
+            self._summary = pq.ParquetWriter(
+                self._summary_path, SUMMARY_SCHEMA, **summary_write_options(self.cfg.parquet_zstd_level)
+            )
+        table = pa.concat_tables(self._summary_pending)
+        self._summary.write_table(table, row_group_size=table.num_rows)
+        self._summary_pending, self._summary_pending_rows = [], 0
 
     def _flush_groups(self, final: bool) -> None:
         """Write full row groups from the pending rows; keep the last, partial one unless ``final``."""
@@ -175,8 +208,10 @@ class BlockWriter:
             raise ValueError("a block needs at least one span")
         try:
             self._flush_groups(final=True)
-            assert self._parquet is not None
+            self._flush_summary()
+            assert self._parquet is not None and self._summary is not None
             self._parquet.close()
+            self._summary.close()
             with open(self._data_path, "rb") as f:
                 f.seek(-8, io.SEEK_END)
                 footer_size = int.from_bytes(f.read(4), "little") + 8
@@ -186,21 +221,22 @@ class BlockWriter:
 
     def abort(self) -> None:
         """Drop the local files (nothing was made visible in the backend)."""
-        if self._parquet is not None and self._parquet.is_open:
-            self._parquet.close()
+        for writer in (self._parquet, self._summary):
+            if writer is not None and writer.is_open:
+                writer.close()
         self._tmp.cleanup()
 
     def _upload(self, footer_size: int) -> BlockMeta:
         tenant, block_id, cfg = self.tenant, self.block_id, self.cfg
-        summary = pa.concat_tables(self._summaries) if len(self._summaries) > 1 else self._summaries[0]
         bloom = ShardedBloom.build(
-            summary["trace_id"], cfg.bloom_filter_false_positive, cfg.bloom_filter_shard_size_bytes
+            pa.chunked_array(self._trace_ids),
+            cfg.bloom_filter_false_positive,
+            cfg.bloom_filter_shard_size_bytes,
         )
-        files: dict[str, int] = {keys.DATA: self._data_path.stat().st_size}
-        self.backend.write_file(keys.block_key(tenant, block_id, keys.DATA), self._data_path)
-        summary_bytes = summary_to_parquet(summary, cfg.parquet_zstd_level)
-        self.backend.write(keys.block_key(tenant, block_id, keys.SUMMARY), summary_bytes)
-        files[keys.SUMMARY] = len(summary_bytes)
+        files: dict[str, int] = {}
+        for name, path in ((keys.DATA, self._data_path), (keys.SUMMARY, self._summary_path)):
+            files[name] = path.stat().st_size
+            self.backend.write_file(keys.block_key(tenant, block_id, name), path)
         for shard, blob in enumerate(bloom.to_bytes_list()):
             self.backend.write(keys.block_key(tenant, block_id, keys.bloom_name(shard)), blob)
             files[keys.bloom_name(shard)] = len(blob)
@@ -208,11 +244,11 @@ class BlockWriter:
             format=FORMAT_V1,
             block_id=block_id,
             tenant_id=tenant,
-            start_unix_nano=int(pc.min(summary["start_time_unix_nano"]).as_py()),
-            end_unix_nano=int(trace_ends(summary).max()),
+            start_unix_nano=self._start,
+            end_unix_nano=self._end,
             min_id=self._row_groups[0].min_id,
             max_id=self._row_groups[-1].max_id,
-            total_traces=summary.num_rows,
+            total_traces=self._traces,
             total_spans=self.spans,
             size=sum(files.values()),
             compaction_level=self.compaction_level,
