@@ -107,3 +107,42 @@ def test_retention_compacted_retention_and_partial_folders(backend: Backend, spa
     assert not list(backend.list(keys.block_prefix(TENANT, old.block_id)))
     assert not backend.exists(keys.block_key(TENANT, "partial", keys.DATA))
     assert [m.block_id for m in list_blocks(backend, TENANT).metas] == [recent.block_id]
+
+
+def test_a_long_job_renews_its_leases_and_stops_when_one_is_taken_over(
+    backend: Backend, spans: pa.Table
+) -> None:
+    write_split_blocks(backend, spans, blocks=3, cfg=CFG)
+    (job,) = plan(list_blocks(backend, TENANT).metas, COMPACTION, time.time())
+    slow = CompactionConfig(max_input_blocks=4, lease_duration=600, memory_budget_bytes=1)  # small steps
+    ticks = iter(range(0, 10**9, 400))  # every clock reading is 400 s later: renew at each step
+
+    def lease_gens() -> list[str]:
+        return sorted(i.key for i in backend.list(f"{TENANT}/") if lease.LEASE_NAME in i.key)
+
+    seen: list[list[str]] = []
+    result = run_job(
+        backend,
+        job,
+        slow,
+        CFG,
+        "me",
+        clock=lambda: float(next(ticks)),
+        on_progress=lambda _: seen.append(lease_gens()),
+    )
+    assert result is not None and len(seen) > 2
+    assert all(len(gens) == len(job.inputs) for gens in seen)  # one lease per input at every step
+    assert seen[0] != seen[-1]  # renewed: newer generations
+    assert lease_gens() == []  # released at the end
+
+    write_split_blocks(backend, spans, blocks=3, cfg=CFG, tenant="other")
+    (job,) = plan(list_blocks(backend, "other").metas, COMPACTION, time.time())
+    ticks = iter(range(0, 10**9, 400))
+
+    def take_over(_: int) -> None:  # another compactor, long after our lease expired
+        lease.acquire(backend, "other", job.input_ids, "thief", 600, 10**8)
+
+    with pytest.raises(lease.LeaseLost):
+        run_job(backend, job, slow, CFG, "me", clock=lambda: float(next(ticks)), on_progress=take_over)
+    assert not backend.exists(keys.block_key("other", job.output_block_id, keys.META))
+    assert len(list_blocks(backend, "other").metas) == 3  # nothing committed, inputs untouched

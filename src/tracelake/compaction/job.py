@@ -105,6 +105,19 @@ def run_job(
             result = JobResult(job, output, resumed=True)
         else:
             batch, emit = merge_rows(compaction, len(job.inputs))
+            acquired = clock()
+
+            def progress(spans: int) -> None:
+                # Renew at half the lease: a long job keeps its inputs; one whose lease was taken
+                # over stops here, before its output's meta.json (nothing of it is visible).
+                nonlocal held, acquired
+                now = clock()
+                if now - acquired > compaction.lease_duration / 2:
+                    held = lease.renew(backend, job.tenant, held, owner, compaction.lease_duration, now)
+                    acquired = now
+                if on_progress is not None:
+                    on_progress(spans)
+
             output, stats = compact(
                 backend,
                 list(job.inputs),
@@ -113,7 +126,7 @@ def run_job(
                 compaction_level=job.level + 1,
                 batch_rows=batch,
                 emit_rows=emit,
-                on_progress=on_progress,
+                on_progress=progress,
             )
             result = JobResult(job, output, stats)
         failpoints.hit("compactor.after_output")

@@ -76,6 +76,30 @@ def acquire(
     return held
 
 
+class LeaseLost(Exception):
+    """Another compactor took over a lease we held (ours had expired): the job must stop."""
+
+
+def renew(
+    backend: Backend, tenant: str, held: list[str], owner: str, duration: float, now: float
+) -> list[str]:
+    """Fresh leases (the next generation, expiring ``now + duration``) for the blocks of ``held``.
+
+    A long job renews before its leases expire; if another owner already holds a newer generation of
+    any block, LeaseLost (the caller abandons the job; nothing of it is visible yet).
+    """
+    renewed: list[str] = []
+    for key in held:
+        block_id = key.split("/")[-2]
+        new = acquire_block(backend, tenant, block_id, owner, duration, now)
+        if new is None:
+            release(backend, renewed)
+            raise LeaseLost(f"lease on {tenant}/{block_id} was taken over")
+        renewed.append(new)
+    release(backend, held)
+    return renewed
+
+
 def release(backend: Backend, held: list[str]) -> None:
     for key in held:
         backend.delete(key)
