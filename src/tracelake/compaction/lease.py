@@ -10,8 +10,8 @@ block's folder, so they disappear with it; ``list_blocks`` ignores them.
 Why leases rather than hashing jobs onto a member list: the members need no ring or membership
 service, only the bucket; and two compactors that plan from different block lists (one polled before
 a job finished, one after) still cannot take overlapping inputs, since ownership is per block. A job
-that outlives its lease may be taken over; both runs then write the same output block id
-(``Job.output_block_id``) with the same content, so even that leaves one copy of each span.
+renews its leases while it merges (``renew``) and stops if one was taken over; even a job run twice
+would write the same output block id (``Job.output_block_id``) with the same content.
 """
 
 from __future__ import annotations
