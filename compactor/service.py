@@ -25,6 +25,7 @@ from tracelake.blocklist.tenant_index import (
 )
 from tracelake.compaction.cleanup import cleanup_tenant
 from tracelake.compaction.job import JobResult, run_job
+from tracelake.compaction.lease import LeaseLost
 from tracelake.compaction.plan import Job, plan
 from tracelake.compactor import metrics
 from tracelake.config import Config, TenantLimits, load_tenant_overrides
@@ -109,6 +110,9 @@ class CompactorService:
                     self.owner,
                     on_progress=progress,
                 )
+            except LeaseLost as exc:  # ours expired and another compactor took the job over
+                log.warning("compaction job abandoned", extra={"job": job.job_id, "reason": str(exc)})
+                result = None
             except Exception:
                 stats.failed += 1
                 metrics.errors.inc()
