@@ -67,3 +67,32 @@ def test_block_search_equals_whole_table_evaluation(stored, text: str, monkeypat
             s.start_ns == rows["start_time_unix_nano"][r].as_py()
             for s, r in zip(hit.spans, in_trace, strict=False)
         )
+
+
+@pytest.mark.parametrize(
+    "text", ["{}", "{ .http.status_code = 500 }", "{ kind = server } >> { kind = client }"]
+)
+def test_search_across_blocks_returns_the_newest_matches(tmp_path, text: str) -> None:
+    """Blocks overlap in time; the engine's early stop and per-block pruning (traces older than the
+    ``limit`` kept so far are not read) still give exactly the newest ``limit`` matches."""
+    from tracelake.search.engine import search
+
+    cfg = TraceStorageConfig(local=LocalStorageConfig(path=str(tmp_path)), blocklist_poll=3600)
+    db = TraceDB(open_backend(cfg), cfg)
+    tables = []
+    for seed in range(6):
+        payloads = generate_request_bytes(SynthConfig(traces=150, seed=100 + seed, error_rate=0.2))
+        spans = pa.concat_tables([decode_otlp(p).table for p in payloads])
+        db.write_block("t", spans)
+        tables.append(spans)
+    everything = sort_spans(pa.concat_tables(tables))
+    summary = summarize(everything)
+    match = evaluate(parse(text), SpanFrame(to_block_rows(everything)))
+    starts = summary["start_time_unix_nano"].to_numpy()
+    matching = np.flatnonzero(match.traces)
+    newest = matching[np.argsort(-starts[matching].astype(float), kind="stable")][:10]
+    request = parse_search({"q": text, "limit": "10", "start": "1", "end": str(2**33)})
+    hits, metrics = search(db, None, ["t"], request)
+    assert [h.trace_id for h in hits] == [summary["trace_id"][int(t)].as_py() for t in newest]
+    assert metrics.total_blocks == 6
+    db.close()

@@ -57,8 +57,8 @@ def search(
             break
         batch = metas[lo : lo + step]
 
-        def one(meta: BlockMeta) -> BlockSearchResult:
-            return search_block(db.reader(meta), db.summary(meta), request)
+        def one(meta: BlockMeta, newer_than: int | None = collector.kth_newest_start()) -> BlockSearchResult:
+            return search_block(db.reader(meta), db.summary(meta), request, newer_than)
 
         results = db.pool.map(one, batch) if len(batch) > 1 else [one(batch[0])]
         for result in results:

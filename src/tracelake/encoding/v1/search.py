@@ -28,10 +28,16 @@ class BlockSearchResult:
     inspected_traces: int = 0
 
 
-def search_block(reader: BlockReader, summary: pa.Table, request: SearchRequest) -> BlockSearchResult:
-    """Matching traces of the block, at most ``request.limit``, newest first."""
+def search_block(
+    reader: BlockReader, summary: pa.Table, request: SearchRequest, newer_than: int | None = None
+) -> BlockSearchResult:
+    """Matching traces of the block, at most ``request.limit``, newest first. ``newer_than``: the
+    search already holds ``limit`` traces starting at or after it, so older ones cannot enter the
+    answer and their row groups are not read."""
     result = BlockSearchResult()
     candidates = summary_window_mask(summary, request)
+    if newer_than is not None:
+        candidates &= summary["start_time_unix_nano"].to_numpy() >= newer_than
     if not candidates.any():
         return result
     groups = reader.meta.row_groups
@@ -64,7 +70,7 @@ def search_block(reader: BlockReader, summary: pa.Table, request: SearchRequest)
         result.inspected_traces += batch_summary.num_rows
         block_rows = np.repeat(group_first[batch] - offsets[batch], [groups[g].rows for g in batch])
         block_rows += np.arange(len(block_rows))
-        hits = search_frame(SpanFrame(table, rows), batch_summary, request, block_rows)
+        hits = search_frame(SpanFrame(table, rows), batch_summary, request, block_rows, candidates[in_batch])
         result.hits = _newest(result.hits + hits, request.limit)
     if request.traceql:
         result.inspected_bytes += _fill_spans(reader, result.hits, group_first)
