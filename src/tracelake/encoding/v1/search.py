@@ -17,7 +17,7 @@ from tracelake.traceql.ast import Intrinsic
 from tracelake.traceql.evaluate import attribute_leaves, columns_for, fields_used, span_attribute_names
 from tracelake.traceql.frame import SpanFrame
 
-_ROWS_PER_READ = 256_000  # spans decoded per Parquet read: bounds memory, amortises per-call cost
+_ROWS_PER_READ = 128_000  # spans decoded per Parquet read: bounds memory; later reads may be skipped
 SPAN_DETAIL_COLUMNS = ("span_id", "name", "start_time_unix_nano", "duration_nano")
 
 
@@ -35,16 +35,16 @@ def search_block(
     search already holds ``limit`` traces starting at or after it, so older ones cannot enter the
     answer and their row groups are not read."""
     result = BlockSearchResult()
+    starts = summary["start_time_unix_nano"].to_numpy()
     candidates = summary_window_mask(summary, request)
     if newer_than is not None:
-        candidates &= summary["start_time_unix_nano"].to_numpy() >= newer_than
+        candidates &= starts >= newer_than
     if not candidates.any():
         return result
     groups = reader.meta.row_groups
     group_first = np.array([g.first_row for g in groups], np.int64)
-    trace_group = np.searchsorted(group_first, summary["first_row"].to_numpy(), side="right") - 1
-    wanted = np.unique(trace_group[candidates])
     first_row = summary["first_row"].to_numpy()
+    trace_group = np.searchsorted(group_first, first_row, side="right") - 1
     sizes = reader.column_chunk_sizes()
     # trace boundaries come from the summary: the trace id column is read only when the query asks
     trace_id = any(isinstance(f, Intrinsic) and f is Intrinsic.TRACE_ID for f in fields_used(request.query))
@@ -52,7 +52,19 @@ def search_block(
     nested = "attributes" in present and _may_hold(reader.meta.span_attribute_keys, request)
     flat_columns = [c for c in present if c != "attributes"]
     leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
-    for batch in _batches(wanted, [groups[g].rows for g in wanted]):
+    unread = np.ones(len(groups), bool)
+    while True:
+        # row groups holding the newest candidates first; once ``limit`` traces are held, only
+        # groups with a newer candidate are still worth reading
+        remaining = candidates & unread[trace_group]
+        if not remaining.any():
+            break
+        newest = np.zeros(len(groups), np.uint64)
+        np.maximum.at(newest, trace_group[remaining], starts[remaining])
+        wanted = np.flatnonzero(newest)
+        order = wanted[np.argsort(-newest[wanted].astype(np.float64), kind="stable")]
+        batch = _first_batch(order, [groups[g].rows for g in order])
+        unread[batch] = False
         table = reader.read_row_groups(batch, flat_columns)
         if nested:
             # one read per row group: Arrow cannot return nested columns of several groups at once
@@ -60,18 +72,20 @@ def search_block(
             table = table.append_column("attributes", pa.chunked_array([c for p in parts for c in p.chunks]))
         read = flat_columns + (leaves if nested else [])
         result.inspected_bytes += int(sum(sizes[c][batch].sum() for c in read))
-        in_batch = np.isin(trace_group, batch)
-        batch_summary = summary.filter(pa.array(in_batch))
+        # the frame holds the batch's groups in the order read; its summary rows follow that order
+        traces = np.concatenate([np.flatnonzero(trace_group == g) for g in batch])
+        lengths = np.array([groups[g].rows for g in batch], np.int64)
         offsets = np.zeros(len(groups), np.int64)
-        offsets[batch] = np.cumsum([0] + [groups[g].rows for g in batch[:-1]])
-        traces = np.flatnonzero(in_batch)
+        offsets[batch] = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         group_of = trace_group[traces]
         rows = first_row[traces] - group_first[group_of] + offsets[group_of]
-        result.inspected_traces += batch_summary.num_rows
-        block_rows = np.repeat(group_first[batch] - offsets[batch], [groups[g].rows for g in batch])
-        block_rows += np.arange(len(block_rows))
-        hits = search_frame(SpanFrame(table, rows), batch_summary, request, block_rows, candidates[in_batch])
+        block_rows = np.repeat(group_first[batch] - offsets[batch], lengths) + np.arange(int(lengths.sum()))
+        result.inspected_traces += len(traces)
+        frame = SpanFrame(table, rows)
+        hits = search_frame(frame, summary.take(pa.array(traces)), request, block_rows, candidates[traces])
         result.hits = _newest(result.hits + hits, request.limit)
+        if len(result.hits) >= request.limit:
+            candidates = candidates & (starts >= result.hits[-1].start_ns)
     if request.traceql:
         result.inspected_bytes += _fill_spans(reader, result.hits, group_first)
     return result
@@ -112,13 +126,13 @@ def _may_hold(keys: list[str] | None, request: SearchRequest) -> bool:
     return any(name in keys for name in wanted)
 
 
-def _batches(groups: np.ndarray, rows: list[int]) -> list[list[int]]:
-    batches: list[list[int]] = [[]]
+def _first_batch(order: np.ndarray, rows: list[int]) -> list[int]:
+    """Leading groups of ``order`` up to ``_ROWS_PER_READ`` rows (at least one)."""
+    batch: list[int] = []
     count = 0
-    for group, n in zip(groups.tolist(), rows, strict=True):
-        if batches[-1] and count + n > _ROWS_PER_READ:
-            batches.append([])
-            count = 0
-        batches[-1].append(group)
+    for group, n in zip(order.tolist(), rows, strict=True):
+        if batch and count + n > _ROWS_PER_READ:
+            break
+        batch.append(group)
         count += n
-    return [b for b in batches if b]
+    return batch
