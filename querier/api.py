@@ -162,7 +162,8 @@ class QueryAPI:
     def _tags(self, request: Request, v2: bool) -> Response:
         tenants = tenants_of(request, self.cfg.multitenancy_enabled)
         limit = tags.parse_limit(request.query.get("limit"))
-        source = tags.scan(self.db, self.recent, tenants, time_range(request))
+        query = tags.narrowing_query(request.query.get("q", "")) if v2 else None
+        source = tags.scan(self.db, self.recent, tenants, time_range(request), query)
         if v2:
             body = tags.tags_v2(source, request.query.get("scope", ""), limit)
         else:

@@ -306,6 +306,10 @@ def tag_names(source: _Scan) -> dict[str, set[str]]:
     """Attribute names per scope: each block's once (blocks never change, the answer is kept with
     its reader), the ingesters' spans each time."""
     names: dict[str, set[str]] = {scope: set() for scope in NAME_SCOPES}
+    if source.query is not None:  # only the matching spans' names: nothing to keep
+        for table in source.tables(_NAME_COLUMNS):
+            _merge(names, _names_of(table))
+        return names
     for reader in source.readers:
         cached = reader.memo.get("tag_names")
         if cached is None:
