@@ -18,7 +18,7 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracelake import __version__
-from tracelake.asgi import Request, Response, lifespan, send_response
+from tracelake.asgi import Request, Response, gzip_if_accepted, lifespan, send_response
 from tracelake.backend import open_backend
 from tracelake.config import Config
 from tracelake.db import TraceDB
@@ -70,7 +70,8 @@ class APIApp:
             return
         if scope["type"] != "http":
             return
-        await send_response(send, await self._respond(Request.from_scope(scope)))
+        request = Request.from_scope(scope)
+        await send_response(send, gzip_if_accepted(request, await self._respond(request)))
 
     async def _respond(self, request: Request) -> Response:
         path = request.path
