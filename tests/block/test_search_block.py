@@ -18,7 +18,7 @@ from tracelake.encoding.v1.layout import sort_spans, to_block_rows
 from tracelake.encoding.v1.summary import summarize
 from tracelake.search.request import parse_search
 from tracelake.synth import SynthConfig, generate_request_bytes
-from tracelake.traceql.evaluate import evaluate
+from tracelake.traceql.evaluate import Evaluator, evaluate, shown_fields, shown_key, shown_values
 from tracelake.traceql.frame import SpanFrame
 from tracelake.traceql.parser import parse
 
@@ -67,6 +67,13 @@ def test_block_search_equals_whole_table_evaluation(stored, text: str, monkeypat
             s.start_ns == rows["start_time_unix_nano"][r].as_py()
             for s, r in zip(hit.spans, in_trace, strict=False)
         )
+        # the attributes each listed span shows: those the query used and selected, as evaluating
+        # over every column finds them
+        fields = shown_fields(parse(text))
+        values = [shown_values(Evaluator(frame), f, in_trace[:2]) for f in fields]
+        for span, r in zip(hit.spans, in_trace[:2].tolist(), strict=True):
+            want = {shown_key(f): v[r] for f, v in zip(fields, values, strict=True) if r in v}
+            assert dict(span.attributes) == want
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,17 @@ import pyarrow as pa
 from tracelake.encoding.v1.find_trace import BlockReader
 from tracelake.search.frame_search import search_frame, summary_window_mask
 from tracelake.search.request import SearchRequest
-from tracelake.search.results import TraceHit
-from tracelake.traceql.ast import Intrinsic
-from tracelake.traceql.evaluate import attribute_leaves, columns_for, fields_used, span_attribute_names
+from tracelake.search.results import SpanHit, TraceHit
+from tracelake.traceql.ast import Attribute, Intrinsic, Scope
+from tracelake.traceql.evaluate import (
+    Evaluator,
+    attribute_leaves,
+    columns_for,
+    condition_span_attributes,
+    fields_used,
+    selected_span_attributes,
+    shown_values,
+)
 from tracelake.traceql.frame import SpanFrame
 
 _ROWS_PER_READ = 128_000  # spans decoded per Parquet read: bounds memory; later reads may be skipped
@@ -49,7 +57,11 @@ def search_block(
     # trace boundaries come from the summary: the trace id column is read only when the query asks
     trace_id = any(isinstance(f, Intrinsic) and f is Intrinsic.TRACE_ID for f in fields_used(request.query))
     present = [c for c in columns_for(request.query, False) if c in sizes and (c != "trace_id" or trace_id)]
-    nested = "attributes" in present and _may_hold(reader.meta.span_attribute_keys, request)
+    nested = (
+        "attributes" in present
+        and bool(condition_span_attributes(request.query))
+        and _may_hold(reader.meta.span_attribute_keys, request)
+    )
     flat_columns = [c for c in present if c != "attributes"]
     leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
     unread = np.ones(len(groups), bool)
@@ -87,7 +99,7 @@ def search_block(
         if len(result.hits) >= request.limit:
             candidates = candidates & (starts >= result.hits[-1].start_ns)
     if request.traceql:
-        result.inspected_bytes += _fill_spans(reader, result.hits, group_first)
+        result.inspected_bytes += _fill_spans(reader, result.hits, group_first, request)
     return result
 
 
@@ -95,7 +107,9 @@ def _newest(hits: list[TraceHit], limit: int) -> list[TraceHit]:
     return sorted(hits, key=lambda h: -h.start_ns)[:limit]
 
 
-def _fill_spans(reader: BlockReader, hits: list[TraceHit], group_first: np.ndarray) -> int:
+def _fill_spans(
+    reader: BlockReader, hits: list[TraceHit], group_first: np.ndarray, request: SearchRequest
+) -> int:
     """Id, name, start and duration of the listed spans, read from just their row groups (a search
     decides on the condition columns alone; the ``limit`` traces kept need these few rows)."""
     spans = [s for h in hits for s in h.spans]
@@ -115,15 +129,43 @@ def _fill_spans(reader: BlockReader, hits: list[TraceHit], group_first: np.ndarr
         span.name = picked["name"][i] or ""
         span.start_ns = picked["start_time_unix_nano"][i]
         span.duration_ns = picked["duration_nano"][i]
-    return int(sum(sizes[c][groups].sum() for c in SPAN_DETAIL_COLUMNS))
+    inspected = int(sum(sizes[c][groups].sum() for c in SPAN_DETAIL_COLUMNS))
+    selected = selected_span_attributes(request.query)
+    if selected:
+        _add_selected(reader, groups, at, spans, selected)
+        inspected += int(
+            sum(sizes[f"attributes.list.element.{leaf}"][groups].sum() for leaf in _VALUE_LEAVES)
+        )
+    return inspected
+
+
+_VALUE_LEAVES = ("key", "type", "str", "int", "double")
+
+
+def _add_selected(
+    reader: BlockReader, groups: list[int], at: np.ndarray, spans: list[SpanHit], selected: list[Attribute]
+) -> None:
+    """Values of ``select(...)`` span attributes for the listed spans (span values win over the
+    resource's, as for unscoped conditions)."""
+    leaves = [f"attributes.list.element.{leaf}" for leaf in _VALUE_LEAVES]
+    parts = [reader.read_row_groups([g], leaves)["attributes"] for g in groups]
+    frame = SpanFrame(pa.table({"attributes": pa.chunked_array([c for p in parts for c in p.chunks])}))
+    ev = Evaluator(frame)
+    for attr in selected:
+        values = shown_values(ev, Attribute(Scope.SPAN, attr.name), at)
+        for i, span in enumerate(spans):
+            value = values.get(int(at[i]))
+            if value is not None:
+                span.attributes = [(k, v) for k, v in span.attributes if k != attr.name] + [
+                    (attr.name, value)
+                ]
 
 
 def _may_hold(keys: list[str] | None, request: SearchRequest) -> bool:
     """Whether the block's generic span attributes may include one the query names."""
     if keys is None:
         return True
-    wanted = span_attribute_names(request.query)
-    return any(name in keys for name in wanted)
+    return any(name in keys for name in condition_span_attributes(request.query))
 
 
 def _first_batch(order: np.ndarray, rows: list[int]) -> list[int]:
