@@ -16,6 +16,7 @@ from tracelake.db import TraceDB
 from tracelake.encoding.v1 import search as block_search
 from tracelake.encoding.v1.layout import sort_spans, to_block_rows
 from tracelake.encoding.v1.summary import summarize
+from tracelake.search.engine import search
 from tracelake.search.request import parse_search
 from tracelake.synth import SynthConfig, generate_request_bytes
 from tracelake.traceql.evaluate import Evaluator, evaluate, shown_fields, shown_key, shown_values
@@ -77,14 +78,18 @@ def test_block_search_equals_whole_table_evaluation(stored, text: str, monkeypat
 
 
 @pytest.mark.parametrize(
-    "text", ["{}", "{ .http.status_code = 500 }", "{ kind = server } >> { kind = client }"]
+    "text",
+    [
+        "{}",
+        "{ .http.status_code = 500 }",
+        "{ kind = server } >> { kind = client } | select(span.db.statement)",
+    ],
 )
-def test_search_across_blocks_returns_the_newest_matches(tmp_path, text: str) -> None:
+def test_search_across_blocks_returns_the_newest_matches(storage_config, text: str) -> None:
     """Blocks overlap in time; the engine's early stop and per-block pruning (traces older than the
-    ``limit`` kept so far are not read) still give exactly the newest ``limit`` matches."""
-    from tracelake.search.engine import search
-
-    cfg = TraceStorageConfig(local=LocalStorageConfig(path=str(tmp_path)), blocklist_poll=3600)
+    ``limit`` kept so far are not read) still give exactly the newest ``limit`` matches, on a
+    directory and over the S3 protocol."""
+    cfg = storage_config.model_copy(update={"blocklist_poll": 3600})
     db = TraceDB(open_backend(cfg), cfg)
     tables = []
     for seed in range(6):
