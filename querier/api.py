@@ -10,6 +10,7 @@ OTLP ``TracesData``) and ``TraceByIDResponse`` (the trace in field 1, always pre
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from urllib.parse import unquote
@@ -20,7 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from tracelake.asgi import Request, Response
 from tracelake.config import DEFAULT_TENANT, Config
 from tracelake.db import TraceDB
-from tracelake.errors import InvalidInputError, InvalidTraceIDError
+from tracelake.errors import BackendError, BlockFormatError, InvalidInputError, InvalidTraceIDError
 from tracelake.model.ids import parse_trace_id
 from tracelake.otlp.wire import len_field
 from tracelake.push import TENANT_HEADER, valid_tenant
@@ -33,6 +34,7 @@ _TRACE_PATH = re.compile(r"^/api/(v2/)?traces/([^/]+)$")
 _SEARCH_PATH = re.compile(r"^/api/search/?$")
 _TAGS_PATH = re.compile(r"^/api/(v2/)?search/tags/?$")
 _TAG_VALUES_PATH = re.compile(r"^/api/(v2/)?search/tag/(.+)/values/?$")
+log = logging.getLogger("tracelake.querier")
 PROTOBUF = "application/protobuf"
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -154,6 +156,12 @@ class QueryAPI:
             return Response(exc.status, str(exc).encode(), TEXT)
         except (tags.TagError, InvalidInputError) as exc:
             return Response(400, str(exc).encode(), TEXT)
+        except BackendError as exc:  # the store failed or refused: worth retrying later
+            log.warning("query failed: backend error", extra={"path": request.path, "error": str(exc)})
+            return Response(503, f"object store error: {exc}".encode(), TEXT)
+        except BlockFormatError as exc:
+            log.error("query failed: unreadable block", extra={"path": request.path, "error": str(exc)})
+            return Response(500, f"unreadable block: {exc}".encode(), TEXT)
 
     def _search(self, request: Request) -> Response:
         tenants = tenants_of(request, self.cfg.multitenancy_enabled)

@@ -20,6 +20,7 @@ from tracelake.traceql.evaluate import (
     columns_for,
     condition_span_attributes,
     fields_used,
+    resource_attribute_names,
     selected_span_attributes,
     shown_values,
 )
@@ -62,6 +63,9 @@ def search_block(
         and bool(condition_span_attributes(request.query))
         and _may_hold(reader.meta.span_attribute_keys, request)
     )
+    resource_keys = reader.meta.resource_attribute_keys
+    if resource_keys is not None and not resource_attribute_names(request.query) & set(resource_keys):
+        present = [c for c in present if c != "resource"]  # no resource of the block has the keys
     flat_columns = [c for c in present if c != "attributes"]
     leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
     unread = np.ones(len(groups), bool)
