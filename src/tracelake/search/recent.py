@@ -66,7 +66,9 @@ def _candidates(expr: SpansetExpr, batches: list[tuple[pa.Table, Evaluator]]) ->
 
 def _one_table(tables: list[pa.Table], columns: list[str] | None = None) -> pa.Table:
     """The ingester's batches as one table (zero-copy: the batches become chunks), ``columns`` only."""
-    tables = [t if columns is None else t.select([c for c in columns if c in t.column_names]) for t in tables]
+    if columns is not None:
+        wanted = [c for c in dict.fromkeys(columns) if c in tables[0].column_names] if tables else []
+        tables = [t.select(wanted) for t in tables]
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return pa.table({})

@@ -78,7 +78,7 @@ def search_block(
         newest = np.zeros(len(groups), np.uint64)
         np.maximum.at(newest, trace_group[remaining], starts[remaining])
         wanted = np.flatnonzero(newest)
-        order = wanted[np.argsort(-newest[wanted].astype(np.float64), kind="stable")]
+        order = wanted[np.argsort(-newest[wanted].astype(np.int64), kind="stable")]
         batch = _first_batch(order, [groups[g].rows for g in order])
         unread[batch] = False
         table = reader.read_row_groups(batch, flat_columns)
