@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -15,10 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import entry_points
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tracelake import __version__
-from tracelake.asgi import Request, Response, lifespan, send_response
+from tracelake.asgi import Request, Response, gzip_if_accepted, lifespan, send_response, status_response
 from tracelake.backend import open_backend
 from tracelake.compactor.service import CompactorService
 from tracelake.config import Config
@@ -71,29 +68,17 @@ class APIApp:
             return
         if scope["type"] != "http":
             return
-        await send_response(send, await self._respond(Request.from_scope(scope)))
+        request = Request.from_scope(scope)
+        await send_response(send, gzip_if_accepted(request, await self._respond(request)))
 
     async def _respond(self, request: Request) -> Response:
         path = request.path
         if path == "/ready":
             ready = self.ingester.ready
             return Response(200 if ready else 503, b"ready\n" if ready else b"not ready: replaying the WAL\n")
-        if path == "/metrics":
-            return Response(200, generate_latest(), CONTENT_TYPE_LATEST)
-        if path == "/api/echo":
-            return Response(200, b"echo")
-        if path in ("/api/status/buildinfo", "/status/buildinfo"):
-            body = json.dumps(
-                {
-                    "version": __version__,
-                    "revision": "",
-                    "branch": "",
-                    "buildUser": "",
-                    "buildDate": "",
-                    "goVersion": "",
-                }
-            )
-            return Response(200, body.encode(), "application/json")
+        common = status_response(path)
+        if common is not None:
+            return common
         loop = asyncio.get_running_loop()
         for api in self.apis:
             response = await loop.run_in_executor(self.executor, api.handle, request)

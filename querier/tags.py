@@ -22,12 +22,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -37,9 +36,10 @@ from tracelake.errors import InvalidInputError
 from tracelake.model.schema import DEDICATED_SPAN_ATTRIBUTES, AttrType
 from tracelake.query import RecentTraces
 from tracelake.search.recent import candidate_traces, whole_traces
+from tracelake.search.request import count_param
 from tracelake.traceql.ast import Query, SpansetFilter
 from tracelake.traceql.evaluate import check_supported, columns_for, evaluate
-from tracelake.traceql.frame import SpanFrame
+from tracelake.traceql.frame import SpanFrame, resource_of, scope_of
 from tracelake.traceql.parser import parse
 
 # What Tempo 2.7 lists for the intrinsic scope (search_tags_v2_range.json), in its order.
@@ -202,16 +202,6 @@ def _keys(flat: pa.StructArray) -> pa.Array:
     return keys.dictionary_decode() if pa.types.is_dictionary(keys.type) else keys
 
 
-@lru_cache(maxsize=4096)
-def _resource(blob: bytes) -> Resource:
-    return Resource.FromString(blob)
-
-
-@lru_cache(maxsize=4096)
-def _scope(blob: bytes) -> InstrumentationScope:
-    return InstrumentationScope.FromString(blob)
-
-
 def _distinct_blobs(column: pa.ChunkedArray) -> list[bytes]:
     distinct = pc.unique(column.combine_chunks())
     if pa.types.is_dictionary(distinct.type):
@@ -228,7 +218,7 @@ def _resources(table: pa.Table) -> Iterator[Resource]:
     if pa.types.is_dictionary(distinct.type):
         distinct = distinct.dictionary_decode()
     for blob in distinct.drop_null().to_pylist():
-        yield _resource(blob)
+        yield resource_of(blob)
 
 
 # ---------------------------------------------------------------- value encodings
@@ -285,7 +275,7 @@ def _names_of(table: pa.Table) -> dict[str, set[str]]:
         names["resource"].update(kv.key for kv in res.attributes if kv.key)
     if "scope" in table.column_names and table.num_rows:
         for blob in _distinct_blobs(table["scope"]):
-            names["instrumentation"].update(kv.key for kv in _scope(blob).attributes if kv.key)
+            names["instrumentation"].update(kv.key for kv in scope_of(blob).attributes if kv.key)
     for column, scope in (("events", "event"), ("links", "link")):
         if column not in table.column_names:
             continue
@@ -306,6 +296,10 @@ def tag_names(source: _Scan) -> dict[str, set[str]]:
     """Attribute names per scope: each block's once (blocks never change, the answer is kept with
     its reader), the ingesters' spans each time."""
     names: dict[str, set[str]] = {scope: set() for scope in NAME_SCOPES}
+    if source.query is not None:  # only the matching spans' names: nothing to keep
+        for table in source.tables(_NAME_COLUMNS):
+            _merge(names, _names_of(table))
+        return names
     for reader in source.readers:
         cached = reader.memo.get("tag_names")
         if cached is None:
@@ -491,12 +485,4 @@ def _metrics(source: _Scan) -> dict[str, str]:
 
 def parse_limit(text: str | None) -> int | None:
     """``limit`` as a positive int; absent or 0 means no limit."""
-    if not text:
-        return None
-    try:
-        limit = int(text)
-    except ValueError as exc:
-        raise TagError(f"invalid limit: {text}") from exc
-    if limit < 0:
-        raise TagError(f"invalid limit: {text}")
-    return limit or None
+    return count_param({"limit": text or ""}, "limit", 0) or None

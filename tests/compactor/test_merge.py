@@ -53,6 +53,7 @@ def test_merge_keeps_every_span_once(
     assert out.total_spans == spans.num_rows and out.total_traces == len(spans["trace_id"].unique())
     assert sorted(out.replaces) == sorted(m.block_id for m in inputs)
     assert out.span_attribute_keys == sorted(set().union(*(m.span_attribute_keys for m in inputs)))
+    assert out.resource_attribute_keys == sorted(set().union(*(m.resource_attribute_keys for m in inputs)))
     assert out.compaction_level == 1
     assert stats.traces_combined > 0  # traces were split between inputs
     assert _parents(merged) == _parents(spans)  # parent_index recomputed for the merged traces

@@ -218,6 +218,16 @@ def test_q_narrows_values_to_matching_spans(stored) -> None:
     assert len(broken["tagValues"]) == len(_services(request))  # half-typed q: not narrowed
 
 
+def test_q_narrows_tag_names(stored) -> None:
+    server, _ = stored
+    q = "&q=" + quote('{ resource.service.name = "typed" }')
+    scopes = get_json(server, ranged("/api/v2/search/tags?x=1" + q))["scopes"]
+    by_name = {s["name"]: set(s["tags"]) for s in scopes}
+    typed = {"test.flag", "test.ratio", "test.mixed"}
+    assert typed <= by_name["span"] <= typed | {"only.in.memory"}  # another test sends one more
+    assert by_name["resource"] == {"service.name", "test.mixed"}
+
+
 def test_bad_identifier_is_400(stored) -> None:
     server, _ = stored
     status, _, body = get(server, "/api/v2/search/tag/app.user.id/values")

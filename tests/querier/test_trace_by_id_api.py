@@ -172,3 +172,21 @@ def test_tenants_see_only_their_own_traces(tmp_path: Path) -> None:
         assert get(server, path, {"X-Scope-OrgID": "other|acme"})[0] == 200
     finally:
         server.stop()
+
+
+def test_gzip_when_the_client_accepts_it(sent) -> None:
+    """Grafana sends Accept-Encoding: gzip; Tempo answers compressed, and so do we."""
+    import gzip
+
+    server, request = sent
+    trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+    status, _, plain = get(server, f"/api/v2/traces/{trace_id}")
+    conn = http.client.HTTPConnection("127.0.0.1", server.ports["api"], timeout=30)
+    conn.request("GET", f"/api/v2/traces/{trace_id}", headers={"Accept-Encoding": "gzip, deflate"})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    assert status == response.status == 200
+    assert response.getheader("content-encoding") == "gzip"
+    assert len(body) < len(plain) and gzip.decompress(body) == plain
+    assert get(server, "/api/echo", {"Accept-Encoding": "gzip"})[2] == b"echo"  # small: as is

@@ -29,27 +29,30 @@ def summary_window_mask(summary: pa.Table, request: SearchRequest) -> np.ndarray
 
 
 def search_frame(
-    frame: SpanFrame, summary: pa.Table, request: SearchRequest, block_rows: np.ndarray | None = None
+    frame: SpanFrame,
+    summary: pa.Table,
+    request: SearchRequest,
+    block_rows: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
 ) -> list[TraceHit]:
     """Matching traces of ``frame`` (rows in trace order; ``summary`` one row per trace, same order),
     at most ``request.limit`` of them, newest first.
 
     Without the span columns (``span_id``...), listed spans carry only their attributes and their
-    row in the block (``block_rows[row]``): the caller reads the rest for the few traces kept."""
+    row in the block (``block_rows[row]``): the caller reads the rest for the few traces kept.
+    ``allowed``: the traces that may still enter the answer (default: those in the request's window)."""
     if frame.traces != summary.num_rows:
         raise BlockFormatError(f"summary has {summary.num_rows} traces, data {frame.traces}")
     if frame.n == 0:
         return []
     match = evaluate(request.query, frame)
-    traces = match.traces & summary_window_mask(summary, request)
+    traces = match.traces & (summary_window_mask(summary, request) if allowed is None else allowed)
     chosen = np.flatnonzero(traces)
     if not len(chosen):
         return []
     starts = summary["start_time_unix_nano"].to_numpy()
-    if len(chosen) > request.limit:  # the newest ``limit``: a partition, not a full sort
-        chosen = chosen[
-            np.argpartition(-starts[chosen].astype(np.float64), request.limit - 1)[: request.limit]
-        ]
+    if len(chosen) > request.limit:  # the newest ``limit`` (exact integers: starts differ by 1 ns)
+        chosen = chosen[np.lexsort((chosen, -starts[chosen].astype(np.int64)))[: request.limit]]
     span_rows = np.flatnonzero(match.spans & frame.per_span(_scatter(frame.traces, chosen)))
     span_trace = frame.trace_of_row[span_rows]
     matched = np.bincount(span_trace, minlength=frame.traces)

@@ -133,7 +133,8 @@ def tags_query(tags: str) -> Query:
     return Query(SpansetFilter(make_and([_tag_condition(k, v) for k, v in pairs])))
 
 
-def _int_param(params: dict[str, str], name: str, default: int, maximum: int | None = None) -> int:
+def count_param(params: dict[str, str], name: str, default: int, maximum: int | None = None) -> int:
+    """A positive integer parameter (``limit``, ``spss``); absent or 0 gives ``default``."""
     text = params.get(name, "").strip()
     if not text:
         return default
@@ -181,8 +182,8 @@ def parse_search(
     return SearchRequest(
         query=query,
         traceql=bool(q.strip()),
-        limit=_int_param(params, "limit", default_limit, max_limit or None),
-        spss=_int_param(params, "spss", DEFAULT_SPSS, MAX_SPSS),
+        limit=count_param(params, "limit", default_limit, max_limit or None),
+        spss=count_param(params, "spss", DEFAULT_SPSS, MAX_SPSS),
         start_ns=start_ns,
         end_ns=end_ns,
         min_duration_ns=min_ns or None,

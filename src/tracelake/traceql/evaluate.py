@@ -148,8 +148,9 @@ def columns_for(query: Query, with_spans: bool = True) -> list[str]:
 
 def attribute_leaves(query: Query) -> list[str]:
     """The leaves of the ``attributes`` column a search must read: key and type always, the value
-    fields only for the literal types compared (reading three leaves instead of six is ~3x faster);
-    all values when results show the attributes (select)."""
+    fields only for the literal types compared (reading three leaves instead of six is ~3x faster),
+    all values for aggregated attributes. Selected attributes are read later, for the listed spans
+    only (``selected_span_attributes``)."""
     leaves = ["key", "type"]
     wanted: set[str] = set()
     span_scoped = [
@@ -165,11 +166,39 @@ def attribute_leaves(query: Query) -> list[str]:
             wanted |= {"int", "double"}
         elif kind is LiteralKind.BOOL:
             wanted.add("int")
-    shown = [f for s in query.stages if isinstance(s, Select) for f in s.fields]
-    shown += [s.field for s in query.stages if isinstance(s, ScalarFilter) and s.field is not None]
-    if any(isinstance(f, Attribute) and f.scope in (Scope.SPAN, Scope.NONE) for f in shown):
+    aggregated = [s.field for s in query.stages if isinstance(s, ScalarFilter) and s.field is not None]
+    if any(isinstance(f, Attribute) and f.scope in (Scope.SPAN, Scope.NONE) for f in aggregated):
         wanted |= {"str", "int", "double"}
     return leaves + [leaf for leaf in ("str", "int", "double") if leaf in wanted]
+
+
+def selected_span_attributes(query: Query) -> list[Attribute]:
+    """Span-scoped (or unscoped) attributes of ``select(...)``: their span values are read for the
+    listed spans only."""
+    out: list[Attribute] = []
+    for stage in query.stages:
+        if isinstance(stage, Select):
+            for f in stage.fields:
+                if isinstance(f, Attribute) and f.scope in (Scope.SPAN, Scope.NONE) and f not in out:
+                    out.append(f)
+    return out
+
+
+def condition_span_attributes(query: Query) -> set[str]:
+    """Span-scoped (or unscoped) attribute names that conditions and aggregates read (what a block
+    must hold for its ``attributes`` column to be worth reading before results are chosen)."""
+    fields = [c.field for c in all_comparisons(query)]
+    fields += [s.field for s in query.stages if isinstance(s, ScalarFilter) and s.field is not None]
+    return {f.name for f in fields if isinstance(f, Attribute) and f.scope in (Scope.SPAN, Scope.NONE)}
+
+
+def resource_attribute_names(query: Query) -> set[str]:
+    """Resource-scoped (or unscoped) attribute names the query reads or shows."""
+    return {
+        f.name
+        for f in fields_used(query)
+        if isinstance(f, Attribute) and f.scope in (Scope.RESOURCE, Scope.NONE)
+    }
 
 
 def span_attribute_names(query: Query) -> set[str]:
@@ -328,10 +357,11 @@ class Evaluator:
             sources.append((frame.span_entries(attr.name), None))
         if attr.scope in (Scope.RESOURCE, Scope.NONE):
             dedicated = DEDICATED_RESOURCE.get(attr.name)
-            if not frame.has("resource") and dedicated is not None and frame.has(dedicated):
-                sources.append(frame.dedicated_resource_entries(dedicated))  # string values only
-            else:
+            if frame.has("resource"):
                 sources.append(frame.dictionary_entries("resource", attr.name))
+            elif dedicated is not None and frame.has(dedicated):
+                sources.append(frame.dedicated_resource_entries(dedicated))  # string values only
+            # else: not read, because no resource of the block has the key
         if attr.scope is Scope.INSTRUMENTATION:
             sources.append(frame.dictionary_entries("scope", attr.name))
         if attr.scope in (Scope.EVENT, Scope.LINK):

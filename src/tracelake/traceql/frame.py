@@ -95,12 +95,13 @@ def _py_entries(values: list[tuple[int, AnyValue]]) -> Entries:
 
 
 @lru_cache(maxsize=8192)
-def _resource(blob: bytes) -> Resource:
+def resource_of(blob: bytes) -> Resource:
+    """A stored resource, parsed once per distinct value (blocks hold a few hundred at most)."""
     return Resource.FromString(blob)
 
 
 @lru_cache(maxsize=8192)
-def _scope(blob: bytes) -> InstrumentationScope:
+def scope_of(blob: bytes) -> InstrumentationScope:
     return InstrumentationScope.FromString(blob)
 
 
@@ -302,7 +303,7 @@ class SpanFrame:
         if not pa.types.is_dictionary(array.type):
             array = array.dictionary_encode()
         indices = pc.fill_null(array.indices, -1).to_numpy().astype(np.int64)
-        parse = _resource if column == "resource" else _scope
+        parse = resource_of if column == "resource" else scope_of
         values = []
         for i, blob in enumerate(array.dictionary.to_pylist()):
             if blob is None:

@@ -28,6 +28,7 @@ from tracelake.encoding.v1.layout import (
     BLOCK_SCHEMA,
     MAX_INDEXED_KEYS,
     generic_attribute_keys,
+    resource_attribute_keys,
     row_group_cuts,
     sort_spans,
     to_block_rows,
@@ -125,7 +126,8 @@ class BlockWriter:
         self.spans = 0  # rows given so far
         self._written_rows = 0
         self._last_id: bytes | None = None
-        self._attribute_keys: set[str] | None = set()  # None: more than MAX_INDEXED_KEYS
+        # Attribute keys for meta.json (search skips blocks without a key); None past MAX_INDEXED_KEYS.
+        self._keys: dict[str, set[str] | None] = {"span": set(), "resource": set()}
 
     def add(self, sorted_spans: pa.Table) -> None:
         """Append whole traces (SPAN_SCHEMA, sorted by ``layout.sort_spans``), after every earlier one."""
@@ -136,11 +138,11 @@ class BlockWriter:
             raise ValueError("traces must be added in increasing trace-id order, each trace once")
         self._last_id = sorted_spans["trace_id"][-1].as_py()
         summary = summarize(sorted_spans)
-        if self._attribute_keys is not None:
-            found = generic_attribute_keys(sorted_spans)
-            self._attribute_keys = None if found is None else self._attribute_keys | set(found)
-            if self._attribute_keys is not None and len(self._attribute_keys) > MAX_INDEXED_KEYS:
-                self._attribute_keys = None
+        for kind, find in (("span", generic_attribute_keys), ("resource", resource_attribute_keys)):
+            known = self._keys[kind]
+            found = None if known is None else find(sorted_spans)
+            union = None if known is None or found is None else known | set(found)
+            self._keys[kind] = union if union is not None and len(union) <= MAX_INDEXED_KEYS else None
         if self.spans:
             index = summary.schema.get_field_index("first_row")
             first_row = pc.add(summary["first_row"], pa.scalar(self.spans, pa.int64()))
@@ -226,6 +228,10 @@ class BlockWriter:
                 writer.close()
         self._tmp.cleanup()
 
+    def _sorted_keys(self, kind: str) -> list[str] | None:
+        keys_ = self._keys[kind]
+        return None if keys_ is None else sorted(keys_)
+
     def _upload(self, footer_size: int) -> BlockMeta:
         tenant, block_id, cfg = self.tenant, self.block_id, self.cfg
         bloom = ShardedBloom.build(
@@ -258,7 +264,8 @@ class BlockWriter:
             row_groups=self._row_groups,
             files=files,
             replaces=self.replaces,
-            span_attribute_keys=None if self._attribute_keys is None else sorted(self._attribute_keys),
+            span_attribute_keys=self._sorted_keys("span"),
+            resource_attribute_keys=self._sorted_keys("resource"),
             created_at=datetime.fromtimestamp(time.time(), UTC).isoformat(),
         )
         failpoints.hit("block.before_meta")

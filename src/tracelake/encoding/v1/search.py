@@ -12,12 +12,21 @@ import pyarrow as pa
 from tracelake.encoding.v1.find_trace import BlockReader
 from tracelake.search.frame_search import search_frame, summary_window_mask
 from tracelake.search.request import SearchRequest
-from tracelake.search.results import TraceHit
-from tracelake.traceql.ast import Intrinsic
-from tracelake.traceql.evaluate import attribute_leaves, columns_for, fields_used, span_attribute_names
+from tracelake.search.results import SpanHit, TraceHit
+from tracelake.traceql.ast import Attribute, Intrinsic, Scope
+from tracelake.traceql.evaluate import (
+    Evaluator,
+    attribute_leaves,
+    columns_for,
+    condition_span_attributes,
+    fields_used,
+    resource_attribute_names,
+    selected_span_attributes,
+    shown_values,
+)
 from tracelake.traceql.frame import SpanFrame
 
-_ROWS_PER_READ = 256_000  # spans decoded per Parquet read: bounds memory, amortises per-call cost
+_ROWS_PER_READ = 128_000  # spans decoded per Parquet read: bounds memory; later reads may be skipped
 SPAN_DETAIL_COLUMNS = ("span_id", "name", "start_time_unix_nano", "duration_nano")
 
 
@@ -28,25 +37,50 @@ class BlockSearchResult:
     inspected_traces: int = 0
 
 
-def search_block(reader: BlockReader, summary: pa.Table, request: SearchRequest) -> BlockSearchResult:
-    """Matching traces of the block, at most ``request.limit``, newest first."""
+def search_block(
+    reader: BlockReader, summary: pa.Table, request: SearchRequest, newer_than: int | None = None
+) -> BlockSearchResult:
+    """Matching traces of the block, at most ``request.limit``, newest first. ``newer_than``: the
+    search already holds ``limit`` traces starting at or after it, so older ones cannot enter the
+    answer and their row groups are not read."""
     result = BlockSearchResult()
+    starts = summary["start_time_unix_nano"].to_numpy()
     candidates = summary_window_mask(summary, request)
+    if newer_than is not None:
+        candidates &= starts >= newer_than
     if not candidates.any():
         return result
     groups = reader.meta.row_groups
     group_first = np.array([g.first_row for g in groups], np.int64)
-    trace_group = np.searchsorted(group_first, summary["first_row"].to_numpy(), side="right") - 1
-    wanted = np.unique(trace_group[candidates])
     first_row = summary["first_row"].to_numpy()
+    trace_group = np.searchsorted(group_first, first_row, side="right") - 1
     sizes = reader.column_chunk_sizes()
     # trace boundaries come from the summary: the trace id column is read only when the query asks
     trace_id = any(isinstance(f, Intrinsic) and f is Intrinsic.TRACE_ID for f in fields_used(request.query))
     present = [c for c in columns_for(request.query, False) if c in sizes and (c != "trace_id" or trace_id)]
-    nested = "attributes" in present and _may_hold(reader.meta.span_attribute_keys, request)
+    nested = (
+        "attributes" in present
+        and bool(condition_span_attributes(request.query))
+        and _may_hold(reader.meta.span_attribute_keys, request)
+    )
+    resource_keys = reader.meta.resource_attribute_keys
+    if resource_keys is not None and not resource_attribute_names(request.query) & set(resource_keys):
+        present = [c for c in present if c != "resource"]  # no resource of the block has the keys
     flat_columns = [c for c in present if c != "attributes"]
     leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
-    for batch in _batches(wanted, [groups[g].rows for g in wanted]):
+    unread = np.ones(len(groups), bool)
+    while True:
+        # row groups holding the newest candidates first; once ``limit`` traces are held, only
+        # groups with a newer candidate are still worth reading
+        remaining = candidates & unread[trace_group]
+        if not remaining.any():
+            break
+        newest = np.zeros(len(groups), np.uint64)
+        np.maximum.at(newest, trace_group[remaining], starts[remaining])
+        wanted = np.flatnonzero(newest)
+        order = wanted[np.argsort(-newest[wanted].astype(np.int64), kind="stable")]
+        batch = _first_batch(order, [groups[g].rows for g in order])
+        unread[batch] = False
         table = reader.read_row_groups(batch, flat_columns)
         if nested:
             # one read per row group: Arrow cannot return nested columns of several groups at once
@@ -54,20 +88,22 @@ def search_block(reader: BlockReader, summary: pa.Table, request: SearchRequest)
             table = table.append_column("attributes", pa.chunked_array([c for p in parts for c in p.chunks]))
         read = flat_columns + (leaves if nested else [])
         result.inspected_bytes += int(sum(sizes[c][batch].sum() for c in read))
-        in_batch = np.isin(trace_group, batch)
-        batch_summary = summary.filter(pa.array(in_batch))
+        # the frame holds the batch's groups in the order read; its summary rows follow that order
+        traces = np.concatenate([np.flatnonzero(trace_group == g) for g in batch])
+        lengths = np.array([groups[g].rows for g in batch], np.int64)
         offsets = np.zeros(len(groups), np.int64)
-        offsets[batch] = np.cumsum([0] + [groups[g].rows for g in batch[:-1]])
-        traces = np.flatnonzero(in_batch)
+        offsets[batch] = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         group_of = trace_group[traces]
         rows = first_row[traces] - group_first[group_of] + offsets[group_of]
-        result.inspected_traces += batch_summary.num_rows
-        block_rows = np.repeat(group_first[batch] - offsets[batch], [groups[g].rows for g in batch])
-        block_rows += np.arange(len(block_rows))
-        hits = search_frame(SpanFrame(table, rows), batch_summary, request, block_rows)
+        block_rows = np.repeat(group_first[batch] - offsets[batch], lengths) + np.arange(int(lengths.sum()))
+        result.inspected_traces += len(traces)
+        frame = SpanFrame(table, rows)
+        hits = search_frame(frame, summary.take(pa.array(traces)), request, block_rows, candidates[traces])
         result.hits = _newest(result.hits + hits, request.limit)
+        if len(result.hits) >= request.limit:
+            candidates = candidates & (starts >= result.hits[-1].start_ns)
     if request.traceql:
-        result.inspected_bytes += _fill_spans(reader, result.hits, group_first)
+        result.inspected_bytes += _fill_spans(reader, result.hits, group_first, request)
     return result
 
 
@@ -75,7 +111,9 @@ def _newest(hits: list[TraceHit], limit: int) -> list[TraceHit]:
     return sorted(hits, key=lambda h: -h.start_ns)[:limit]
 
 
-def _fill_spans(reader: BlockReader, hits: list[TraceHit], group_first: np.ndarray) -> int:
+def _fill_spans(
+    reader: BlockReader, hits: list[TraceHit], group_first: np.ndarray, request: SearchRequest
+) -> int:
     """Id, name, start and duration of the listed spans, read from just their row groups (a search
     decides on the condition columns alone; the ``limit`` traces kept need these few rows)."""
     spans = [s for h in hits for s in h.spans]
@@ -95,24 +133,52 @@ def _fill_spans(reader: BlockReader, hits: list[TraceHit], group_first: np.ndarr
         span.name = picked["name"][i] or ""
         span.start_ns = picked["start_time_unix_nano"][i]
         span.duration_ns = picked["duration_nano"][i]
-    return int(sum(sizes[c][groups].sum() for c in SPAN_DETAIL_COLUMNS))
+    inspected = int(sum(sizes[c][groups].sum() for c in SPAN_DETAIL_COLUMNS))
+    selected = selected_span_attributes(request.query)
+    if selected:
+        _add_selected(reader, groups, at, spans, selected)
+        inspected += int(
+            sum(sizes[f"attributes.list.element.{leaf}"][groups].sum() for leaf in _VALUE_LEAVES)
+        )
+    return inspected
+
+
+_VALUE_LEAVES = ("key", "type", "str", "int", "double")
+
+
+def _add_selected(
+    reader: BlockReader, groups: list[int], at: np.ndarray, spans: list[SpanHit], selected: list[Attribute]
+) -> None:
+    """Values of ``select(...)`` span attributes for the listed spans (span values win over the
+    resource's, as for unscoped conditions)."""
+    leaves = [f"attributes.list.element.{leaf}" for leaf in _VALUE_LEAVES]
+    parts = [reader.read_row_groups([g], leaves)["attributes"] for g in groups]
+    frame = SpanFrame(pa.table({"attributes": pa.chunked_array([c for p in parts for c in p.chunks])}))
+    ev = Evaluator(frame)
+    for attr in selected:
+        values = shown_values(ev, Attribute(Scope.SPAN, attr.name), at)
+        for i, span in enumerate(spans):
+            value = values.get(int(at[i]))
+            if value is not None:
+                span.attributes = [(k, v) for k, v in span.attributes if k != attr.name] + [
+                    (attr.name, value)
+                ]
 
 
 def _may_hold(keys: list[str] | None, request: SearchRequest) -> bool:
     """Whether the block's generic span attributes may include one the query names."""
     if keys is None:
         return True
-    wanted = span_attribute_names(request.query)
-    return any(name in keys for name in wanted)
+    return any(name in keys for name in condition_span_attributes(request.query))
 
 
-def _batches(groups: np.ndarray, rows: list[int]) -> list[list[int]]:
-    batches: list[list[int]] = [[]]
+def _first_batch(order: np.ndarray, rows: list[int]) -> list[int]:
+    """Leading groups of ``order`` up to ``_ROWS_PER_READ`` rows (at least one)."""
+    batch: list[int] = []
     count = 0
-    for group, n in zip(groups.tolist(), rows, strict=True):
-        if batches[-1] and count + n > _ROWS_PER_READ:
-            batches.append([])
-            count = 0
-        batches[-1].append(group)
+    for group, n in zip(order.tolist(), rows, strict=True):
+        if batch and count + n > _ROWS_PER_READ:
+            break
+        batch.append(group)
         count += n
-    return [b for b in batches if b]
+    return batch
