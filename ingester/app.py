@@ -150,8 +150,6 @@ class WritePathServer:
         )
         api_task = asyncio.create_task(api.serve())
         await loop.run_in_executor(None, self.ingester.start)  # replays the WAL; /ready says 503 meanwhile
-        if self.compactor is not None:
-            self.compactor.start(first_delay=self.cfg.compactor.compaction.compaction_cycle)
         enabled = self.cfg.distributor.enabled_receivers()
         receivers = [self._uvicorn(app, enabled[name]) for name, app in self._http_receivers().items()]
         tasks = [asyncio.create_task(r.serve()) for r in receivers]
@@ -177,6 +175,8 @@ class WritePathServer:
                     local_addr=split_endpoint(enabled[name]),
                 )
                 self._udp.append(transport)
+        if self.compactor is not None:  # last, once the receivers are up
+            self.compactor.start(first_delay=self.cfg.compactor.compaction.compaction_cycle)
         log.info(
             "tracelake started",
             extra={"receivers": ",".join(enabled), "api_port": server_cfg.http_listen_port},

@@ -162,7 +162,7 @@ class ServerConfig(_Section):
 class CompactionConfig(_Section):
     """Tempo's ``compactor.compaction`` keys and defaults, then ours (docs/compaction.md)."""
 
-    # Blocks whose newest span falls in the same window (and have the same level) are merged together.
+    # Blocks whose newest span falls in the same window are merged together (docs/compaction.md).
     compaction_window: float = 3600.0
     # Most traces (Tempo's "objects") and bytes a job may put into its one output block.
     max_compaction_objects: int = 6_000_000
