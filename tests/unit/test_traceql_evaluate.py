@@ -121,6 +121,15 @@ def _typed_request() -> ExportTraceServiceRequest:
         span.attributes.add(key="http.status_code").value.string_value = str(500 + i)
         link = span.links.add(trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)))
         link.attributes.add(key="link.kind").value.string_value = "follows" if i % 2 else "child"
+    # a trace whose root has not arrived: no root name or service to match
+    ss.spans.add(
+        trace_id=bytes([9] * 15 + [7]),
+        span_id=bytes([2] * 8),
+        parent_span_id=bytes([5] * 8),
+        name="orphan",
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 5,
+    )
     return request
 
 
@@ -193,18 +202,20 @@ def _reference_spans(payloads: list[bytes]) -> list[dict]:
         start = min(s["start"] for s in members)
         end = max(s["end"] if s["end"] >= s["start"] else s["start"] for s in members)
         by_start = sorted(members, key=lambda s: s["start"])
-        root = next((s for s in by_start if not s["parent"]), by_start[0])
+        root = next((s for s in by_start if not s["parent"]), None)  # not arrived: no root
         by_id = {s["span_id"]: s for s in members}
         for s in members:
             s["parent_span"] = by_id.get(s["parent"]) if s["parent"] else None
             s["trace_duration"] = max(end - start, 0)
-            s["root_name"] = root["name"]
-            s["root_service"] = root["resource"].get("service.name", ("", ""))[1]
+            s["root_name"] = root["name"] if root else None
+            s["root_service"] = root["resource"].get("service.name", ("", ""))[1] if root else None
             s["children"] = sum(1 for o in members if o["parent"] == s["span_id"] and o["parent"] in ids)
     return spans
 
 
 def _compare(left, op: Op, right) -> bool:
+    if left is None:  # a value that is not there matches nothing
+        return False
     if op is Op.RE:
         return isinstance(left, str) and re.fullmatch(right, left) is not None
     if op is Op.NRE:

@@ -420,7 +420,7 @@ class Evaluator:
                 return _number_mask(counts, op, lit.value)  # type: ignore[arg-type]
             case Intrinsic.ROOT_NAME | Intrinsic.ROOT_SERVICE_NAME:
                 column = "name" if field is Intrinsic.ROOT_NAME else "service_name"
-                roots = pa.array(frame.root_rows)
+                roots = pa.array(frame.root_rows, mask=frame.root_rows < 0)  # no root: no match
                 per_trace = _string_mask(plain(frame.column(column)).take(roots), op, str(lit.value))
                 return frame.per_span(per_trace)
             case Intrinsic.SPAN_ID | Intrinsic.TRACE_ID | Intrinsic.PARENT_ID:

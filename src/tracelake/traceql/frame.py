@@ -212,13 +212,13 @@ class SpanFrame:
 
     @cached_property
     def root_rows(self) -> np.ndarray:
-        """Each trace's root: its earliest span without a parent, else its earliest span."""
+        """Each trace's root: its earliest span without a parent; -1 when it has not arrived."""
         parentless = np.flatnonzero(
             pc.and_(
                 pc.is_null(self.column("parent_index")), pc.is_null(self.column("parent_span_id"))
             ).to_numpy(zero_copy_only=False)
         )
-        roots = self.first_rows.copy()
+        roots = np.full(self.traces, -1, np.int64)
         traces, first = np.unique(self.trace_of_row[parentless], return_index=True)
         roots[traces] = parentless[first]
         return roots

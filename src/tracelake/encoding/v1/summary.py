@@ -51,14 +51,17 @@ def summarize(sorted_spans: pa.Table) -> pa.Table:
     trace_end = np.maximum.reduceat(end, first_rows)
     span_count = np.diff(np.append(first_rows, n)).astype(np.int32)
     error_count = np.add.reduceat(is_error, first_rows).astype(np.int32)
-    # The root is a trace's earliest span without a parent; a trace whose root is missing uses its
-    # earliest span (rows are sorted by start within a trace).
+    # The root is a trace's earliest span without a parent (rows are sorted by start within a
+    # trace); a trace whose root has not arrived has none: null root service and name, which the
+    # API shows as Tempo does ("<root span not yet received>") and another block may fill in.
     parent_len = pc.binary_length(sorted_spans["parent_span_id"]).to_numpy()
     root_rows = first_rows.copy()
     roots = np.flatnonzero(parent_len == 0)
     traces_with_root, first_root = np.unique(trace_of_row[roots], return_index=True)
     root_rows[traces_with_root] = roots[first_root]
-    root_take = pa.array(root_rows)
+    has_root = np.zeros(len(first_rows), bool)
+    has_root[traces_with_root] = True
+    root_take = pa.array(root_rows, mask=~has_root)
     service = sorted_spans["service_name"].cast(pa.string())
     return pa.Table.from_arrays(
         [
