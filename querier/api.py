@@ -20,7 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from tracelake.asgi import Request, Response
 from tracelake.config import DEFAULT_TENANT, Config
 from tracelake.db import TraceDB
-from tracelake.errors import InvalidInputError, InvalidTraceIDError
+from tracelake.errors import InvalidInputError, InvalidTraceIDError, UnavailableError
 from tracelake.model.ids import parse_trace_id
 from tracelake.otlp.wire import len_field
 from tracelake.push import TENANT_HEADER, valid_tenant
@@ -154,6 +154,8 @@ class QueryAPI:
             return Response(exc.status, str(exc).encode(), TEXT)
         except (tags.TagError, InvalidInputError) as exc:
             return Response(400, str(exc).encode(), TEXT)
+        except UnavailableError as exc:  # too few ingesters answered: an answer could miss spans
+            return Response(503, str(exc).encode(), TEXT, headers=(("retry-after", "1"),))
 
     def _search(self, request: Request) -> Response:
         tenants = tenants_of(request, self.cfg.multitenancy_enabled)
