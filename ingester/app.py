@@ -66,6 +66,9 @@ class WritePathServer:
         self._stop = asyncio.Event()
         self._grpc: list = []
         self.flushed = False
+        # Ready only once every receiver listens: a client that waited for /ready must not be refused.
+        self._listening = False
+        self._receivers: list[UvicornServer] = []
         self._udp: list[asyncio.DatagramTransport] = []
 
     def _http_receivers(self) -> dict[str, HTTPReceiver]:
@@ -94,6 +97,8 @@ class WritePathServer:
     def _ready(self) -> str | None:
         if self.ingester is not None and not self.ingester.ready:
             return "replaying the WAL"
+        if not self._listening or not all(server.started for server in self._receivers):
+            return "starting the receivers"
         if self.cluster is not None and not self.cluster.watcher.ring.members:
             return "no ingester in the ring (ingester.lifecycler.ring.members)"
         return None
@@ -163,6 +168,8 @@ class WritePathServer:
     ) -> int:
         """Until SIGTERM/SIGINT or a server dies; ``tasks[0]`` serves the API and stops last."""
         server_cfg = self.cfg.server
+        self._receivers = receivers
+        self._listening = True
         log.info(
             "tracelake started",
             extra={

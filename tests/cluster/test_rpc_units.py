@@ -203,3 +203,29 @@ def test_replicated_spans_are_merged_once_in_arrival_order() -> None:
     merged = dedupe_spans([table, table.slice(3), table])
     assert merged.equals(table)
     assert dedupe_spans([SPAN_SCHEMA.empty_table(), table]).num_rows == table.num_rows
+
+
+def test_when_every_member_replicates_every_trace_the_request_goes_as_it_came() -> None:
+    payload = _request()
+    pool = _FakePool()
+    RingPusher(_watcher(3, 3), pool, 1).forward("t", payload, 1)  # type: ignore[arg-type]
+    assert len(pool.clients) == 3
+    assert all(client.received[0].batches == [payload] for client in pool.clients.values())
+
+
+def test_split_reads_trace_ids_written_after_other_fields() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from tracelake.otlp.wire import len_field
+
+    def span(first: int) -> bytes:
+        # name (field 5) before trace_id (field 1): legal protobuf, not how the SDKs write it
+        return b"\x2a\x01n" + Span(trace_id=bytes([first]) * 16, span_id=b"\x01" * 8).SerializeToString()
+
+    scope = len_field(2, span(1)) + len_field(2, span(2))
+    payload = len_field(1, len_field(2, scope))
+    parts = split_by_trace(payload, lambda trace_id: trace_id[0])
+    assert set(parts) == {1, 2}
+    for owner, part in parts.items():
+        (got,) = ExportTraceServiceRequest.FromString(part).resource_spans[0].scope_spans[0].spans
+        assert got.trace_id == bytes([owner]) * 16 and got.name == "n"

@@ -49,7 +49,11 @@ class RingPusher:
         ring = self.watcher.ring
         if not ring.members:
             raise PushError(503, "no ingester in the ring", reason="no_ingesters", retry_after=1)
-        groups = _split(otlp, lambda trace_id: ring.replicas(ring_key(tenant, trace_id)))
+        if ring.effective_replication == len(ring.members):
+            # Every member is a replica of every trace: nothing to split (a common small cluster).
+            groups = {ring.members: otlp}
+        else:
+            groups = _split(otlp, lambda trace_id: ring.replicas(ring_key(tenant, trace_id)))
         batches = [_Batch(replicas, payload) for replicas, payload in groups.items()]
         calls: dict[str, list[_Batch]] = {}
         for batch in batches:
