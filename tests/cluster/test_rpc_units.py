@@ -106,6 +106,8 @@ class _FakeIngester:
         request = messages.PushRequest.decode(data)
         self.received.append(request)
         mode = self.pool.modes.get(self.address)
+        if mode == "closed":  # the ring dropped the member and closed its channel meanwhile
+            raise ValueError("Cannot invoke RPC on closed channel!")
         if mode == "dead":
             return _Future(None, grpc.StatusCode.UNAVAILABLE)
         results = []
@@ -166,6 +168,8 @@ def test_a_write_survives_one_dead_replica_of_three_but_not_two() -> None:
     members = [f"127.0.0.1:{9000 + i}" for i in range(3)]
     ok = RingPusher(_watcher(3, 3), _FakePool({members[0]: "dead"}), 1).forward("t", payload, 1)  # type: ignore[arg-type]
     assert ok.accepted_spans > 0
+    closed = _FakePool({members[1]: "closed"})
+    assert RingPusher(_watcher(3, 3), closed, 1).forward("t", payload, 1).accepted_spans > 0  # type: ignore[arg-type]
     with pytest.raises(PushError) as refused:
         RingPusher(_watcher(3, 3), _FakePool({m: "dead" for m in members[:2]}), 1).forward("t", payload, 1)  # type: ignore[arg-type]
     assert refused.value.status == 503 and refused.value.retry_after

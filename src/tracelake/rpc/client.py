@@ -11,7 +11,6 @@ from collections.abc import Iterable
 
 import grpc
 
-from tracelake.block.meta import BlockMeta
 from tracelake.rpc import messages
 
 # The querier may receive every span an ingester holds in memory; no size limit on answers.
@@ -33,12 +32,6 @@ class IngesterClient:
 
     def close(self) -> None:
         self.channel.close()
-
-
-def decode_blocks(data: bytes) -> list[BlockMeta]:
-    import json
-
-    return [BlockMeta.from_json(obj, where="ingester answer") for obj in json.loads(data or b"[]")]
 
 
 class ClientPool:

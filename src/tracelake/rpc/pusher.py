@@ -60,11 +60,7 @@ class RingPusher:
             for address in batch.replicas:
                 calls.setdefault(address, []).append(batch)
         futures = {
-            address: self.pool.get(address).push.future(
-                messages.PushRequest(tenant, received_unix_nano, [b.payload for b in mine]).encode(),
-                timeout=self.timeout,
-            )
-            for address, mine in calls.items()
+            address: self._call(address, tenant, received_unix_nano, mine) for address, mine in calls.items()
         }
         for address, future in futures.items():
             mine = calls[address]
@@ -72,7 +68,7 @@ class RingPusher:
                 answers = messages.decode_push_response(future.result())
                 if len(answers) != len(mine):
                     raise ValueError(f"{len(answers)} answers for {len(mine)} batches")
-            except (grpc.RpcError, ValueError) as exc:
+            except (grpc.RpcError, ValueError, InvalidInputError) as exc:  # ValueError: a channel closed
                 ingester_failures.labels(address, "push").inc()
                 reason = exc.code().name if isinstance(exc, grpc.RpcError) else str(exc)
                 log.warning(
@@ -97,6 +93,23 @@ class RingPusher:
             result.accepted_spans += first.accepted
             result.rejected.update(first.refused)
         return result
+
+    def _call(self, address: str, tenant: str, received: int, batches: list[_Batch]):
+        request = messages.PushRequest(tenant, received, [b.payload for b in batches]).encode()
+        try:
+            return self.pool.get(address).push.future(request, timeout=self.timeout)
+        except (grpc.RpcError, ValueError) as exc:
+            return _Failed(exc)
+
+
+class _Failed:
+    """A call that could not even be started: fails like one that did."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def result(self) -> bytes:
+        raise self.error
 
 
 def _split(otlp: bytes, owner) -> dict[tuple[str, ...], bytes]:

@@ -46,11 +46,15 @@ class RingRecentTraces:
         for address, future in pending.items():
             try:
                 answers.append(future.result())
-            except grpc.RpcError as exc:
+            except (grpc.RpcError, ValueError) as exc:  # ValueError: a channel closed as the ring changed
                 ingester_failures.labels(address, method).inc()
                 log.warning(
                     "ingester did not answer",
-                    extra={"ingester": address, "method": method, "error": exc.code().name},
+                    extra={
+                        "ingester": address,
+                        "method": method,
+                        "error": exc.code().name if isinstance(exc, grpc.RpcError) else str(exc),
+                    },
                 )
                 failed.append(address)
         allowed = quorum(ring.effective_replication) - 1 if ring.members else 0
