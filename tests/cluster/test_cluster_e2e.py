@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.error
+import urllib.request
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +27,7 @@ from tests.conftest import S3Endpoint
 from tracelake.rpc import messages
 from tracelake.rpc.client import IngesterClient
 from tracelake.service import MASK
+from tracelake.synth import SynthConfig, generate_request_bytes
 
 TRACES = 1200
 PER_EXPORT = 40  # traces per OTLP request
@@ -188,6 +191,18 @@ def test_replication_factor_two_of_three_splits_requests_and_search_reads_replic
         # Leaving hands the data off by flushing: SIGTERM writes everything held as blocks.
         for ingester in cluster.ingesters:
             assert ingester.stop() == 0, ingester.log()
+
+        # No replica left: writes are refused with the status OTLP clients retry, reads with 503.
+        request = urllib.request.Request(
+            cluster.distributor.url("/v1/traces", "otlp_http"),
+            data=next(generate_request_bytes(SynthConfig(traces=5, seed=3))),
+            headers={"content-type": "application/x-protobuf"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 503 and refused.value.headers["retry-after"]
+        code, _ = cluster.querier.get(f"/api/v2/traces/{next(iter(traces)).hex()}")
+        assert code == 503
     finally:
         cluster.stop()
     stored = _stored_span_ids(tmp_path / "blocks")
