@@ -10,6 +10,7 @@ OTLP ``TracesData``) and ``TraceByIDResponse`` (the trace in field 1, always pre
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from urllib.parse import unquote
@@ -20,7 +21,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from tracelake.asgi import Request, Response
 from tracelake.config import DEFAULT_TENANT, Config
 from tracelake.db import TraceDB
-from tracelake.errors import InvalidInputError, InvalidTraceIDError, UnavailableError
+from tracelake.errors import (
+    BackendError,
+    BlockFormatError,
+    InvalidInputError,
+    InvalidTraceIDError,
+    UnavailableError,
+)
 from tracelake.model.ids import parse_trace_id
 from tracelake.otlp.wire import len_field
 from tracelake.push import TENANT_HEADER, valid_tenant
@@ -28,11 +35,13 @@ from tracelake.querier import metrics, tags
 from tracelake.querier.search import search_body
 from tracelake.querier.trace_by_id import find_trace
 from tracelake.query import RecentTraces
+from tracelake.search.scope import parse_scope
 
-_TRACE_PATH = re.compile(r"^/api/(v2/)?traces/([^/]+)$")
-_SEARCH_PATH = re.compile(r"^/api/search/?$")
-_TAGS_PATH = re.compile(r"^/api/(v2/)?search/tags/?$")
-_TAG_VALUES_PATH = re.compile(r"^/api/(v2/)?search/tag/(.+)/values/?$")
+TRACE_PATH = re.compile(r"^/api/(v2/)?traces/([^/]+)$")
+SEARCH_PATH = re.compile(r"^/api/search/?$")
+TAGS_PATH = re.compile(r"^/api/(v2/)?search/tags/?$")
+TAG_VALUES_PATH = re.compile(r"^/api/(v2/)?search/tag/(.+)/values/?$")
+log = logging.getLogger("tracelake.querier")
 PROTOBUF = "application/protobuf"
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -111,10 +120,10 @@ class QueryAPI:
 
     def handle(self, request: Request) -> Response | None:
         """The answer to ``request``, or None when the path is not one of ours."""
-        trace = _TRACE_PATH.match(request.path)
-        tag_list = _TAGS_PATH.match(request.path)
-        values = _TAG_VALUES_PATH.match(request.path)
-        searching = _SEARCH_PATH.match(request.path)
+        trace = TRACE_PATH.match(request.path)
+        tag_list = TAGS_PATH.match(request.path)
+        values = TAG_VALUES_PATH.match(request.path)
+        searching = SEARCH_PATH.match(request.path)
         if trace is None and tag_list is None and values is None and searching is None:
             return None
         if request.method != "GET":
@@ -156,6 +165,12 @@ class QueryAPI:
             return Response(400, str(exc).encode(), TEXT)
         except UnavailableError as exc:  # too few ingesters answered: an answer could miss spans
             return Response(503, str(exc).encode(), TEXT, headers=(("retry-after", "1"),))
+        except BackendError as exc:  # the store failed or refused: worth retrying later
+            log.warning("query failed: backend error", extra={"path": request.path, "error": str(exc)})
+            return Response(503, f"object store error: {exc}".encode(), TEXT)
+        except BlockFormatError as exc:
+            log.error("query failed: unreadable block", extra={"path": request.path, "error": str(exc)})
+            return Response(500, f"unreadable block: {exc}".encode(), TEXT)
 
     def _search(self, request: Request) -> Response:
         tenants = tenants_of(request, self.cfg.multitenancy_enabled)
@@ -190,20 +205,25 @@ class QueryAPI:
     def _trace_by_id(self, request: Request, v2: bool, id_text: str) -> Response:
         trace_id = trace_id_of(id_text)
         tenants = tenants_of(request, self.cfg.multitenancy_enabled)
-        found = find_trace(self.db, self.recent, tenants, trace_id, time_range(request))
-        trace = for_grafana(found) if found is not None else TracesData()
-        as_protobuf = PROTOBUF in request.headers.get("accept", "")
-        if not v2:
-            if found is None:
-                return Response(404, b"", "text/plain; charset=utf-8")
-            if as_protobuf:
-                return Response(200, trace.SerializeToString(), PROTOBUF)
-            body = {"batches": json_format.MessageToDict(trace).get("resourceSpans", [])}
-            return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
-        if as_protobuf:  # TraceByIDResponse: field 1 (the trace) always present, even empty
-            return Response(200, len_field(1, trace.SerializeToString()), PROTOBUF)
-        body = {"trace": json_format.MessageToDict(trace)}
+        scope = parse_scope(request.query)
+        found = find_trace(self.db, self.recent, tenants, trace_id, time_range(request), scope)
+        return trace_response(found, v2, PROTOBUF in request.headers.get("accept", ""))
+
+
+def trace_response(found: TracesData | None, v2: bool, as_protobuf: bool) -> Response:
+    """A trace (or none) as Tempo answers ``/api/traces/{id}`` (v1) or ``/api/v2/traces/{id}``."""
+    trace = for_grafana(found) if found is not None else TracesData()
+    if not v2:
+        if found is None:
+            return Response(404, b"", "text/plain; charset=utf-8")
+        if as_protobuf:
+            return Response(200, trace.SerializeToString(), PROTOBUF)
+        body = {"batches": json_format.MessageToDict(trace).get("resourceSpans", [])}
         return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
+    if as_protobuf:  # TraceByIDResponse: field 1 (the trace) always present, even empty
+        return Response(200, len_field(1, trace.SerializeToString()), PROTOBUF)
+    body = {"trace": json_format.MessageToDict(trace)}
+    return Response(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
 
 
 def create(cfg: Config, db: TraceDB, recent: RecentTraces | None) -> QueryAPI:

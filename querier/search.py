@@ -10,6 +10,7 @@ from tracelake.query import RecentTraces
 from tracelake.search.engine import search
 from tracelake.search.request import parse_search
 from tracelake.search.results import search_json
+from tracelake.search.scope import parse_scope
 
 
 def search_body(
@@ -17,5 +18,5 @@ def search_body(
 ) -> bytes:
     """The JSON answer; raises SearchRequestError (400) for a request it cannot run."""
     request = parse_search(params)
-    hits, metrics = search(db, recent, tenants, request)
+    hits, metrics = search(db, recent, tenants, request, parse_scope(params))
     return json.dumps(search_json(hits, metrics, request.traceql), separators=(",", ":")).encode()

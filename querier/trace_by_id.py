@@ -8,6 +8,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from tracelake.codec.encode import spans_to_traces_data
 from tracelake.db import TraceDB
 from tracelake.query import RecentTraces
+from tracelake.search.scope import EVERYTHING, JobScope
 
 
 def find_trace(
@@ -16,16 +17,20 @@ def find_trace(
     tenants: list[str],
     trace_id: bytes,
     seconds: tuple[int, int] | None = None,
+    scope: JobScope = EVERYTHING,
 ) -> TracesData | None:
-    """The trace from every tenant in ``tenants``; ``seconds`` (start, end) skips blocks outside it."""
+    """The trace from every tenant in ``tenants``; ``seconds`` (start, end) skips blocks outside it,
+    ``scope`` limits the job to recent data or to a range of block ids (a frontend's shard)."""
     parts: list[pa.Table] = []
     for tenant in tenants:
         answered: set[str] = set()
-        if recent is not None:
+        if recent is not None and scope.recent:
             parts += recent.find_trace(tenant, trace_id)
             answered = {m.block_id for m in recent.recent_blocks(tenant)}  # read by the ingester
+        if not scope.blocks:
+            continue
         window = (seconds[0] * 10**9, seconds[1] * 10**9) if seconds else None
-        stored = db.find_trace(tenant, trace_id, window, skip=answered)
+        stored = db.find_trace(tenant, trace_id, window, skip=answered, only=scope.has_block)
         if stored is not None:
             parts.append(stored)
     if not parts:

@@ -7,9 +7,14 @@ is all the routing they need.
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tracelake import __version__
 
 Send = Callable[[dict], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict]]
@@ -82,3 +87,23 @@ def gzip_if_accepted(request: Request, response: Response) -> Response:
     body = gzip.compress(response.body, compresslevel=1, mtime=0)
     headers = (*response.headers, ("content-encoding", "gzip"), ("vary", "Accept-Encoding"))
     return Response(response.status, body, response.content_type, headers)
+
+
+def status_response(path: str) -> Response | None:
+    """What every tracelake HTTP server answers alike: ``/metrics``, ``/api/echo`` and build info
+    (Tempo's keys; our own version, semver so Grafana's feature checks work)."""
+    if path == "/metrics":
+        return Response(200, generate_latest(), CONTENT_TYPE_LATEST)
+    if path == "/api/echo":
+        return Response(200, b"echo")
+    if path in ("/api/status/buildinfo", "/status/buildinfo"):
+        info = {
+            "version": __version__,
+            "revision": "",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "",
+        }
+        return Response(200, json.dumps(info).encode(), "application/json")
+    return None

@@ -255,6 +255,39 @@ class OverridesConfig(TenantLimits):
         return TenantLimits(**{k: getattr(self, k) for k in TenantLimits.model_fields})
 
 
+class FrontendTraceByIDConfig(_Section):
+    # Jobs per lookup: one for the ingesters plus this many shards of the block-id space.
+    query_shards: int = 4
+    # A job not answered after this long is sent to another querier too; the first answer wins.
+    hedge_requests_at: float = 2.0
+    hedge_requests_up_to: int = 2
+
+    _d = _durations("hedge_requests_at")
+
+
+class FrontendSearchConfig(_Section):
+    concurrent_jobs: int = 8
+    # Blocks are grouped into jobs of about this many bytes.
+    target_bytes_per_job: int = 100 * 1024 * 1024
+    hedge_requests_at: float = 4.0
+    hedge_requests_up_to: int = 2
+
+    _d = _durations("hedge_requests_at")
+
+
+class QueryFrontendConfig(_Section):
+    """``tracelake query-frontend``: Tempo's keys; queriers are reached over HTTP at these addresses
+    (``host:port``, or ``dns+name:port`` for every address a name resolves to, re-resolved)."""
+
+    querier_addresses: list[str] = []
+    max_retries: int = 2
+    query_timeout: float = 30.0
+    trace_by_id: FrontendTraceByIDConfig = FrontendTraceByIDConfig()
+    search: FrontendSearchConfig = FrontendSearchConfig()
+
+    _d = _durations("query_timeout")
+
+
 class Config(_Section):
     target: str = "all"
     multitenancy_enabled: bool = False
@@ -264,6 +297,7 @@ class Config(_Section):
     distributor: DistributorConfig = DistributorConfig()
     ingester_client: IngesterClientConfig = IngesterClientConfig()
     overrides: OverridesConfig = OverridesConfig()
+    query_frontend: QueryFrontendConfig = QueryFrontendConfig()
 
     def unknown_keys(self) -> list[str]:
         """Dotted paths of keys present in the file that no section implements."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -116,10 +117,12 @@ class TraceDB:
         trace_id: bytes,
         window_unix_nano: tuple[int, int] | None = None,
         skip: set[str] | frozenset[str] = frozenset(),
+        only: Callable[[str], bool] | None = None,
     ) -> pa.Table | None:
         """Spans of ``trace_id`` from every block that holds some of them, or None.
 
-        ``skip``: blocks already read by someone else (the ingester that wrote them).
+        ``skip``: blocks already read by someone else (the ingester that wrote them); ``only``: the
+        blocks this job covers (a query-frontend's shard).
         Blocks are pruned by id range, ``window_unix_nano`` (start, end) and their bloom filter in the
         calling thread (microseconds each, once the shard is cached); only blocks that may hold the
         trace are read, in parallel when there are several.
@@ -133,6 +136,7 @@ class TraceDB:
             and m.end_unix_nano >= lo
             and m.start_unix_nano <= hi
             and m.block_id not in skip
+            and (only is None or only(m.block_id))
         ]
         readers = [r for r in candidates if r.may_contain(trace_id)]
         if len(readers) > 1:

@@ -16,10 +16,9 @@ from typing import Any
 
 import uvicorn
 import yaml
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracelake import __version__
-from tracelake.asgi import Request, Response, gzip_if_accepted, lifespan, send_response
+from tracelake.asgi import Request, Response, gzip_if_accepted, lifespan, send_response, status_response
 from tracelake.config import Config
 from tracelake.errors import ConfigError
 
@@ -113,27 +112,14 @@ class ServiceApp:
         if path == "/ready":
             why = self.ready()
             return Response(200, b"ready\n") if why is None else Response(503, f"not ready: {why}\n".encode())
-        if path == "/metrics":
-            return Response(200, generate_latest(), CONTENT_TYPE_LATEST)
         if path == "/status":
             doc = self.status()
             if request.query.get("format") == "yaml":
                 return Response(200, yaml.safe_dump(doc, sort_keys=False).encode(), "text/yaml")
             return Response(200, json.dumps(doc, indent=2).encode(), "application/json")
-        if path == "/api/echo":
-            return Response(200, b"echo")
-        if path in ("/api/status/buildinfo", "/status/buildinfo"):
-            body = json.dumps(
-                {
-                    "version": __version__,
-                    "revision": "",
-                    "branch": "",
-                    "buildUser": "",
-                    "buildDate": "",
-                    "goVersion": "",
-                }
-            )
-            return Response(200, body.encode(), "application/json")
+        common = status_response(path)  # /metrics, /api/echo, build info
+        if common is not None:
+            return common
         loop = asyncio.get_running_loop()
         for api in self.apis:
             response = await loop.run_in_executor(self.executor, api.handle, request)

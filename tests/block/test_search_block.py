@@ -17,7 +17,9 @@ from tracelake.encoding.v1 import search as block_search
 from tracelake.encoding.v1.layout import sort_spans, to_block_rows
 from tracelake.encoding.v1.summary import summarize
 from tracelake.search.engine import search
+from tracelake.search.recent import search_recent
 from tracelake.search.request import parse_search
+from tracelake.search.results import Collector
 from tracelake.synth import SynthConfig, generate_request_bytes
 from tracelake.traceql.evaluate import Evaluator, evaluate, shown_fields, shown_key, shown_values
 from tracelake.traceql.frame import SpanFrame
@@ -53,7 +55,7 @@ def test_block_search_equals_whole_table_evaluation(stored, text: str, monkeypat
     match = evaluate(parse(text), SpanFrame(rows))
     starts = summary["start_time_unix_nano"].to_numpy()
     matching = np.flatnonzero(match.traces)
-    newest = matching[np.argsort(-starts[matching].astype(float), kind="stable")][:limit]
+    newest = matching[np.lexsort((matching, -starts[matching].astype(np.int64)))][:limit]
     trace_ids = summary["trace_id"].to_pylist()
     assert {h.trace_id for h in result.hits} == {trace_ids[t] for t in newest}
 
@@ -102,9 +104,41 @@ def test_search_across_blocks_returns_the_newest_matches(storage_config, text: s
     match = evaluate(parse(text), SpanFrame(to_block_rows(everything)))
     starts = summary["start_time_unix_nano"].to_numpy()
     matching = np.flatnonzero(match.traces)
-    newest = matching[np.argsort(-starts[matching].astype(float), kind="stable")][:10]
+    newest = matching[np.lexsort((matching, -starts[matching].astype(np.int64)))][:10]
     request = parse_search({"q": text, "limit": "10", "start": "1", "end": str(2**33)})
     hits, metrics = search(db, None, ["t"], request)
     assert [h.trace_id for h in hits] == [summary["trace_id"][int(t)].as_py() for t in newest]
     assert metrics.total_blocks == 6
     db.close()
+
+
+@pytest.mark.parametrize("text", QUERIES)
+def test_ingester_memory_search_equals_whole_table_evaluation(text: str) -> None:
+    """Spans in memory come as many small batches in arrival order, traces split across them; the
+    two-step search (superset per spanset over all batches, then exact on sorted candidates) finds
+    the same newest ``limit`` traces and matched counts as evaluating everything at once."""
+    payloads = list(
+        generate_request_bytes(SynthConfig(traces=200, traces_per_request=50, seed=21, error_rate=0.2))
+    )
+    payloads.append(_typed_request().SerializeToString())
+    spans = pa.concat_tables([decode_otlp(p).table for p in payloads])
+    order = np.random.default_rng(4).permutation(spans.num_rows)  # arrival order: traces interleaved
+    shuffled = spans.take(pa.array(order))
+    batches = [shuffled.slice(i, 97) for i in range(0, shuffled.num_rows, 97)]
+    request = parse_search({"q": text, "limit": "12", "spss": "2"})
+    collector = Collector(request.limit, request.spss)
+    search_recent(batches, request, collector)
+
+    rows = to_block_rows(sort_spans(spans))
+    summary = summarize(sort_spans(spans))
+    match = evaluate(parse(text), SpanFrame(rows))
+    starts = summary["start_time_unix_nano"].to_numpy()
+    matching = np.flatnonzero(match.traces)
+    newest = matching[np.lexsort((matching, -starts[matching].astype(np.int64)))][:12]
+    trace_ids = summary["trace_id"].to_pylist()
+    hits = collector.results()
+    assert [h.trace_id for h in hits] == [trace_ids[t] for t in newest]
+    frame = SpanFrame(rows)
+    for hit in hits:
+        t = trace_ids.index(hit.trace_id)
+        assert hit.matched == int((match.spans & (frame.trace_of_row == t)).sum())

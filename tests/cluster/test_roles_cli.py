@@ -14,9 +14,9 @@ from tracelake.service import MASK, masked_config
 
 
 def test_every_role_is_a_command_and_a_target() -> None:
-    assert targets() == ["all", "distributor", "ingester", "querier"]
+    assert targets() == ["all", "distributor", "ingester", "querier", "query-frontend"]
     parser = build_parser()
-    for command in ("serve", "distributor", "ingester", "querier"):
+    for command in ("serve", "distributor", "ingester", "querier", "query-frontend"):
         assert parser.parse_args([command]).command == command
 
 
@@ -24,10 +24,10 @@ def test_an_unknown_target_is_refused_with_the_known_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     config = tmp_path / "tracelake.yaml"
-    config.write_text("target: query-frontend\n")
+    config.write_text("target: scalable-single-binary\n")
     assert main(["--config", str(config), "serve"]) == EXIT_ERROR
     err = capsys.readouterr().err
-    assert "query-frontend" in err and "all, distributor, ingester, querier" in err
+    assert "scalable-single-binary" in err and "all, distributor, ingester, querier, query-frontend" in err
 
 
 def test_ring_keys_load_and_secrets_are_masked(tmp_path: Path) -> None:

@@ -206,3 +206,20 @@ def test_requests_are_counted_by_route_and_status(loaded) -> None:
     assert server.metric(name, route="api_search", status_code="400") == before_bad + 1
     assert server.metric(name, route="api_search", status_code="200") == before_ok + 1
     assert server.metric("tracelake_blocklist_length", tenant="single-tenant") >= 1
+
+
+def test_an_unreadable_block_is_reported_not_hidden(tmp_path: Path) -> None:
+    """A damaged data.parquet gives a 500 naming the block (and a log line), not a traceback."""
+    server = Server(tmp_path, receivers=("otlp_http",), extra=HOLD).start()
+    try:
+        _send(server, seed=3, traces=20)
+        assert server.stop() == 0
+        (data,) = (tmp_path / "data").glob("single-tenant/*/data.parquet")
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+        server.start()
+        status, body = search(server, q="{ .http.status_code = 500 }", **RANGE)
+        assert status == 500
+        assert "unreadable block" in body and data.parent.name in body
+        assert search(server, limit="5")[0] == 200  # recent data still answers
+    finally:
+        server.stop()

@@ -41,6 +41,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    command: str = "serve"  # or another role, e.g. "query-frontend"
 
     def __post_init__(self) -> None:
         self.ports = {name: free_port() for name in (*self.receivers, "api")}
@@ -75,7 +76,7 @@ class Server:
         self.log_path = self.root / f"server-{time.monotonic_ns()}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracelake.cli.main", "--config", str(self.config_path), "serve"],
+            [sys.executable, "-m", "tracelake.cli.main", "--config", str(self.config_path), self.command],
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,
             env=env,

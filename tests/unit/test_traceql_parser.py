@@ -465,3 +465,11 @@ MIXED = '{name="a" || (kind=client && .x=`y`)} || ({} && {.z=nil})'
 @pytest.mark.parametrize("q", [*CONTRACT_EXAMPLES, MIXED])
 def test_reparse_is_stable(q: str) -> None:
     assert parse(format(parse(q))) == parse(q)
+
+
+def test_hints_are_accepted_and_kept() -> None:
+    q = parse("{ .a = 1 } | select(.b) with (most_recent=true, sample=0.5)")
+    assert [k for k, _ in q.hints] == ["most_recent", "sample"]
+    assert parse(format(q)) == q
+    with pytest.raises(TraceQLError, match="expected '=' after hint 'most_recent'"):
+        parse("{ } with (most_recent)")

@@ -63,6 +63,7 @@ class BlockMeta:
     # Keys of the block's generic span attributes (None: unknown or too many): a search for a span
     # attribute the block never holds skips reading its ``attributes`` column.
     span_attribute_keys: list[str] | None = None
+    resource_attribute_keys: list[str] | None = None  # the same for the resources' attributes
 
     def to_json(self, with_row_groups: bool = True) -> dict:
         out = {
@@ -89,6 +90,8 @@ class BlockMeta:
         }
         if self.span_attribute_keys is not None:
             out["spanAttributeKeys"] = self.span_attribute_keys
+        if self.resource_attribute_keys is not None:
+            out["resourceAttributeKeys"] = self.resource_attribute_keys
         if with_row_groups:
             out["rowGroups"] = [asdict(rg) for rg in self.row_groups]
         return out
@@ -121,6 +124,7 @@ class BlockMeta:
                 replaces=list(obj.get("replaces", [])),
                 created_at=str(obj.get("createdAt", "")),
                 span_attribute_keys=_optional_strings(obj.get("spanAttributeKeys")),
+                resource_attribute_keys=_optional_strings(obj.get("resourceAttributeKeys")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BlockFormatError(f"{where}: malformed block meta ({exc!r})") from exc
@@ -138,7 +142,7 @@ def _optional_strings(value: object) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("spanAttributeKeys must be a list of strings")
+        raise ValueError("attribute key lists must be lists of strings")
     return value
 
 

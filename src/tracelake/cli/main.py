@@ -144,6 +144,14 @@ def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_loadgen(args: argparse.Namespace, cfg: Config) -> int:
+    from tracelake.cli.loadgen import run_loadgen
+
+    accepted = run_loadgen(args.endpoint, args.rate, args.seconds, args.tenant, args.seed)
+    print(f"sent {accepted} traces to {args.endpoint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracelake", description="A distributed-tracing backend on Parquet blocks."
@@ -184,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=("proto", "jsonl"), default="proto")
     p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser("loadgen", help="send synthetic traces over OTLP/HTTP at a steady rate")
+    p.add_argument("--endpoint", default="http://localhost:4318", help="OTLP/HTTP base URL")
+    p.add_argument("--rate", type=float, default=20.0, help="traces per second")
+    p.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: never)")
+    p.add_argument("--tenant", default=None, help="X-Scope-OrgID to send")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_loadgen, logs="info")
 
     # Services add their own commands (serve, ...) through entry points: the core never imports them.
     for entry in entry_points(group="tracelake.commands"):

@@ -11,6 +11,7 @@ from tracelake.query import RecentTraces
 from tracelake.search.recent import search_recent
 from tracelake.search.request import SearchRequest
 from tracelake.search.results import Collector, SearchMetrics, TraceHit
+from tracelake.search.scope import EVERYTHING, JobScope
 
 
 def _overlaps(meta: BlockMeta, request: SearchRequest) -> bool:
@@ -20,33 +21,42 @@ def _overlaps(meta: BlockMeta, request: SearchRequest) -> bool:
 
 
 def blocks_to_search(
-    db: TraceDB, recent: RecentTraces | None, tenant: str, request: SearchRequest
+    db: TraceDB,
+    recent: RecentTraces | None,
+    tenant: str,
+    request: SearchRequest,
+    scope: JobScope = EVERYTHING,
 ) -> list[BlockMeta]:
     """The ingester's recent blocks always; the backend's only for a request with a time range
-    (Tempo: a search without start/end asks only the ingesters). Newest first, each block once."""
+    (Tempo: a search without start/end asks only the ingesters) or naming its blocks (a frontend's
+    job). Newest first, each block once."""
     metas: dict[str, BlockMeta] = {}
-    if recent is not None:
+    if recent is not None and scope.recent:
         metas.update((m.block_id, m) for m in recent.recent_blocks(tenant))
-    if request.has_range:
-        metas.update((m.block_id, m) for m in db.block_list(tenant).metas)
+    if scope.blocks and (request.has_range or scope.block_ids is not None):
+        metas.update((m.block_id, m) for m in db.block_list(tenant).metas if scope.has_block(m.block_id))
     chosen = [m for m in metas.values() if _overlaps(m, request)]
     return sorted(chosen, key=lambda m: m.end_unix_nano, reverse=True)
 
 
 def search(
-    db: TraceDB, recent: RecentTraces | None, tenants: list[str], request: SearchRequest
+    db: TraceDB,
+    recent: RecentTraces | None,
+    tenants: list[str],
+    request: SearchRequest,
+    scope: JobScope = EVERYTHING,
 ) -> tuple[list[TraceHit], SearchMetrics]:
     collector = Collector(request.limit, request.spss)
     metrics = SearchMetrics()
     metas: list[BlockMeta] = []
     for tenant in tenants:
-        if recent is not None:
+        if recent is not None and scope.recent:
             metrics.total_jobs += 1
             traces, inspected = search_recent(recent.recent_spans(tenant), request, collector)
             metrics.inspected_traces += traces
             metrics.inspected_bytes += inspected
             metrics.completed_jobs += 1
-        metas.extend(blocks_to_search(db, recent, tenant, request))
+        metas.extend(blocks_to_search(db, recent, tenant, request, scope))
     metas.sort(key=lambda m: m.end_unix_nano, reverse=True)
     metrics.total_blocks = len(metas)
     metrics.total_jobs += len(metas)

@@ -51,10 +51,8 @@ def search_frame(
     if not len(chosen):
         return []
     starts = summary["start_time_unix_nano"].to_numpy()
-    if len(chosen) > request.limit:  # the newest ``limit``: a partition, not a full sort
-        chosen = chosen[
-            np.argpartition(-starts[chosen].astype(np.float64), request.limit - 1)[: request.limit]
-        ]
+    if len(chosen) > request.limit:  # the newest ``limit`` (exact integers: starts differ by 1 ns)
+        chosen = chosen[np.lexsort((chosen, -starts[chosen].astype(np.int64)))[: request.limit]]
     span_rows = np.flatnonzero(match.spans & frame.per_span(_scatter(frame.traces, chosen)))
     span_trace = frame.trace_of_row[span_rows]
     matched = np.bincount(span_trace, minlength=frame.traces)

@@ -64,54 +64,62 @@ def _candidates(expr: SpansetExpr, batches: list[tuple[pa.Table, Evaluator]]) ->
     return result
 
 
+def _one_table(tables: list[pa.Table], columns: list[str] | None = None) -> pa.Table:
+    """The ingester's batches as one table (zero-copy: the batches become chunks), ``columns`` only."""
+    if columns is not None:
+        wanted = [c for c in dict.fromkeys(columns) if c in tables[0].column_names] if tables else []
+        tables = [t.select(wanted) for t in tables]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables).unify_dictionaries() if len(tables) > 1 else tables[0]
+
+
 def candidate_traces(tables: list[pa.Table], query: Query) -> pa.Array:
-    """Trace ids of ``tables`` (SPAN_SCHEMA, unsorted) that may match ``query``: a superset."""
-    batches = [(t, Evaluator(_span_frame(t), relaxed=True)) for t in tables if t.num_rows]
-    return _candidates(query.expr, batches)
+    """Trace ids of ``tables`` (SPAN_SCHEMA, unsorted) that may match ``query``: a superset.
+
+    The batches are evaluated as one table: per-batch evaluation costs a fixed overhead per batch,
+    and an ingester holds thousands of small batches (one per push)."""
+    columns = [*columns_for(query, with_spans=False), "start_time_unix_nano", "end_time_unix_nano"]
+    table = _one_table(tables, columns)
+    if not table.num_rows:
+        return pa.array([], pa.binary(16))
+    return _candidates(query.expr, [(table, Evaluator(_span_frame(table), relaxed=True))])
 
 
 def whole_traces(tables: list[pa.Table], trace_ids: pa.Array) -> pa.Table:
     """The spans of ``trace_ids`` from every table, sorted and in the block layout."""
-    parts = [t.filter(pc.is_in(t["trace_id"], value_set=trace_ids)) for t in tables]
-    return to_block_rows(sort_spans(pa.concat_tables([p for p in parts if p.num_rows])))
+    table = _one_table(tables)
+    return to_block_rows(sort_spans(table.filter(pc.is_in(table["trace_id"], value_set=trace_ids))))
 
 
 def search_recent(tables: list[pa.Table], request: SearchRequest, collector: Collector) -> tuple[int, int]:
     """Add the matching traces of ``tables`` to ``collector``; returns (traces inspected, bytes of
     the columns the conditions read)."""
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
+    table = _one_table(tables)
+    if not table.num_rows:
         return 0, 0
     wanted = set(columns_for(request.query, with_spans=False)) | {"end_time_unix_nano"}
-    inspected_bytes = sum(t.select([c for c in t.column_names if c in wanted]).nbytes for t in tables)
-    found = candidate_traces(tables, request.query)
-    ids, newest = [], []
-    if len(found):
-        for table in tables:
-            picked = table.filter(pc.is_in(table["trace_id"], value_set=found))
-            if not picked.num_rows:
-                continue
-            per_trace = picked.group_by("trace_id").aggregate([("start_time_unix_nano", "max")])
-            ids.append(per_trace["trace_id"].combine_chunks())
-            newest.append(per_trace["start_time_unix_nano_max"].combine_chunks())
-    if not ids:
+    inspected_bytes = table.select([c for c in table.column_names if c in wanted]).nbytes
+    found = candidate_traces([table], request.query)
+    if not len(found):
         return 0, inspected_bytes
+    picked = table.select(["trace_id", "start_time_unix_nano"])
+    picked = picked.filter(pc.is_in(picked["trace_id"], value_set=found))
     grouped = (
-        pa.table({"trace_id": pa.chunked_array(ids), "newest": pa.chunked_array(newest)})
-        .group_by("trace_id")
-        .aggregate([("newest", "max")])
-        .sort_by([("newest_max", "descending")])
+        picked.group_by("trace_id", use_threads=False)
+        .aggregate([("start_time_unix_nano", "max")])
+        .sort_by([("start_time_unix_nano_max", "descending")])
     )
     order_ids = grouped["trace_id"].combine_chunks()
-    order_newest = grouped["newest_max"].to_numpy()
+    order_newest = grouped["start_time_unix_nano_max"].to_numpy()
     chunk = max(_MIN_CHUNK_TRACES, 4 * request.limit)
     inspected = 0
     for lo in range(0, len(order_ids), chunk):
         if collector.done(int(order_newest[lo])):
             break
-        wanted = order_ids.slice(lo, chunk)
-        parts = [t.filter(pc.is_in(t["trace_id"], value_set=wanted)) for t in tables]
-        spans = sort_spans(pa.concat_tables([p for p in parts if p.num_rows]))
+        wanted_ids = order_ids.slice(lo, chunk)
+        spans = sort_spans(table.filter(pc.is_in(table["trace_id"], value_set=wanted_ids)))
         summary = summarize(spans)
         inspected += summary.num_rows
         for hit in search_frame(SpanFrame(to_block_rows(spans)), summary, request):

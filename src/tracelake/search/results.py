@@ -147,3 +147,58 @@ def search_json(hits: list[TraceHit], metrics: SearchMetrics, traceql: bool) -> 
     if metrics.total_block_bytes:
         m["totalBlockBytes"] = str(metrics.total_block_bytes)
     return {"traces": [trace_json(h, traceql) for h in hits], "metrics": m}
+
+
+def _value_from_json(value: dict) -> TypedValue | None:
+    for kind in ("stringValue", "boolValue", "doubleValue"):
+        if kind in value:
+            return (kind, value[kind])
+    if "intValue" in value:
+        return ("intValue", int(value["intValue"]))
+    return None
+
+
+def hit_from_json(obj: dict) -> TraceHit:
+    """One entry of a search answer back into a TraceHit (a query-frontend combining queriers'
+    answers). ``durationMs`` is all the duration there is: kept to the millisecond."""
+    hit = TraceHit(
+        trace_id=bytes.fromhex(obj["traceID"].rjust(32, "0")),
+        root_service_name=None
+        if obj.get("rootServiceName") == ROOT_NOT_YET_RECEIVED
+        else obj.get("rootServiceName"),
+        root_span_name=obj.get("rootTraceName"),
+        start_ns=int(obj["startTimeUnixNano"]),
+        duration_ns=int(obj.get("durationMs", 0)) * 1_000_000,
+    )
+    span_sets = obj.get("spanSets") or ([obj["spanSet"]] if "spanSet" in obj else [])
+    for span_set in span_sets[:1]:
+        hit.matched = int(span_set.get("matched", 0))
+        for span in span_set.get("spans", []):
+            attributes = []
+            for kv in span.get("attributes", []):
+                typed = _value_from_json(kv.get("value", {}))
+                if typed is not None:
+                    attributes.append((kv["key"], typed))
+            hit.spans.append(
+                SpanHit(
+                    span_id=bytes.fromhex(span["spanID"]),
+                    name=span.get("name", ""),
+                    start_ns=int(span["startTimeUnixNano"]),
+                    duration_ns=int(span["durationNanos"]),
+                    attributes=attributes,
+                )
+            )
+    for service, stats in (obj.get("serviceStats") or {}).items():
+        hit.service_stats[service] = (int(stats.get("spanCount", 0)), int(stats.get("errorCount", 0)))
+    return hit
+
+
+def metrics_from_json(obj: dict) -> SearchMetrics:
+    return SearchMetrics(
+        inspected_traces=int(obj.get("inspectedTraces", 0)),
+        inspected_bytes=int(obj.get("inspectedBytes", 0)),
+        total_blocks=int(obj.get("totalBlocks", 0)),
+        completed_jobs=int(obj.get("completedJobs", 0)),
+        total_jobs=int(obj.get("totalJobs", 0)),
+        total_block_bytes=int(obj.get("totalBlockBytes", 0)),
+    )

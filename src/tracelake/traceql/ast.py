@@ -223,6 +223,9 @@ class Query:
 
     expr: SpansetExpr
     stages: tuple[Stage, ...] = ()
+    # ``with (most_recent=true)``: hints change how, not what, Tempo searches; our search is newest
+    # first anyway, so they are accepted and kept but change nothing
+    hints: tuple[tuple[str, Literal], ...] = ()
 
 
 def make_and(terms: list[FieldExpr]) -> FieldExpr:

@@ -192,6 +192,15 @@ def condition_span_attributes(query: Query) -> set[str]:
     return {f.name for f in fields if isinstance(f, Attribute) and f.scope in (Scope.SPAN, Scope.NONE)}
 
 
+def resource_attribute_names(query: Query) -> set[str]:
+    """Resource-scoped (or unscoped) attribute names the query reads or shows."""
+    return {
+        f.name
+        for f in fields_used(query)
+        if isinstance(f, Attribute) and f.scope in (Scope.RESOURCE, Scope.NONE)
+    }
+
+
 def span_attribute_names(query: Query) -> set[str]:
     """Names of the span-scoped (or unscoped) attributes the query reads."""
     return {
@@ -348,10 +357,11 @@ class Evaluator:
             sources.append((frame.span_entries(attr.name), None))
         if attr.scope in (Scope.RESOURCE, Scope.NONE):
             dedicated = DEDICATED_RESOURCE.get(attr.name)
-            if not frame.has("resource") and dedicated is not None and frame.has(dedicated):
-                sources.append(frame.dedicated_resource_entries(dedicated))  # string values only
-            else:
+            if frame.has("resource"):
                 sources.append(frame.dictionary_entries("resource", attr.name))
+            elif dedicated is not None and frame.has(dedicated):
+                sources.append(frame.dedicated_resource_entries(dedicated))  # string values only
+            # else: not read, because no resource of the block has the key
         if attr.scope is Scope.INSTRUMENTATION:
             sources.append(frame.dictionary_entries("scope", attr.name))
         if attr.scope in (Scope.EVENT, Scope.LINK):

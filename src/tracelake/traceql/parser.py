@@ -455,11 +455,34 @@ class _Parser:
         while self.tok.type is T.PIPE:
             self.advance()
             stages.append(self.stage())
+        hints = self.hints() if self.tok.type is T.IDENT and self.tok.text == "with" else ()
         if self.tok.type is not T.EOF:
             raise self.error(
                 f"expected '&&', '||', '|' or end of query, found {_describe(self.tok)}", self.tok.pos
             )
-        return Query(expr, tuple(stages))
+        return Query(expr, tuple(stages), hints)
+
+    def hints(self) -> tuple[tuple[str, Literal], ...]:
+        """``with (most_recent=true, ...)``: Tempo's query hints, kept with the query."""
+        self.advance()
+        self.expect(T.LPAREN, "'('")
+        hints = []
+        while True:
+            name = self.tok
+            if name.type is not T.IDENT:
+                raise self.error(f"expected a hint name, found {_describe(name)}", name.pos)
+            self.advance()
+            op = self.tok
+            if op.type is not T.OP or op.value is not Op.EQ:
+                raise self.error(f"expected '=' after hint '{name.text}', found {_describe(op)}", op.pos)
+            self.advance()
+            value = self.expect(T.VALUE, "a value")
+            hints.append((name.text, value.value))
+            if self.tok.type is not T.COMMA:
+                break
+            self.advance()
+        self.expect(T.RPAREN, "')'")
+        return tuple(hints)  # type: ignore[arg-type]
 
     def stage(self) -> Stage:
         """One pipeline stage: ``select(...)``, an aggregate compared with a value, or ``{...}``."""
@@ -724,4 +747,7 @@ def _format_stage(stage: Stage) -> str:
 
 def format(query: Query) -> str:
     """Canonical text of a query: parse(format(q)) == q for flattened trees."""
-    return " | ".join([_format_spanset(query.expr), *(_format_stage(s) for s in query.stages)])
+    text = " | ".join([_format_spanset(query.expr), *(_format_stage(s) for s in query.stages)])
+    if query.hints:
+        text += " with (" + ", ".join(f"{k}={_literal_text(v)}" for k, v in query.hints) + ")"
+    return text

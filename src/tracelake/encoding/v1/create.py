@@ -26,6 +26,7 @@ from tracelake.config import BlockConfig
 from tracelake.encoding.v1.layout import (
     BLOCK_SCHEMA,
     generic_attribute_keys,
+    resource_attribute_keys,
     row_group_cuts,
     sort_spans,
     to_block_rows,
@@ -147,6 +148,7 @@ def write_block(
         files=files,
         replaces=list(replaces or []),
         span_attribute_keys=generic_attribute_keys(ordered),
+        resource_attribute_keys=resource_attribute_keys(ordered),
         created_at=datetime.fromtimestamp(time.time(), UTC).isoformat(),
     )
     failpoints.hit("block.before_meta")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from tracelake.model.ids import id_matrix, trace_starts
 from tracelake.model.schema import SPAN_ID_BYTES, SPAN_SCHEMA, AttrType
@@ -173,6 +174,20 @@ def generic_attribute_keys(spans: pa.Table) -> list[str] | None:
         if pa.types.is_dictionary(key.type):
             key = key.dictionary_decode()
         keys.update(pc.unique(key).to_pylist())
+        if len(keys) > MAX_INDEXED_KEYS:
+            return None
+    return sorted(keys)
+
+
+def resource_attribute_keys(spans: pa.Table) -> list[str] | None:
+    """Sorted distinct attribute keys of the block's resources (one parse per distinct resource),
+    or None past ``MAX_INDEXED_KEYS``."""
+    keys: set[str] = set()
+    distinct = pc.unique(spans["resource"].combine_chunks())
+    if pa.types.is_dictionary(distinct.type):
+        distinct = distinct.dictionary_decode()
+    for blob in distinct.drop_null().to_pylist():
+        keys.update(kv.key for kv in Resource.FromString(blob).attributes)
         if len(keys) > MAX_INDEXED_KEYS:
             return None
     return sorted(keys)

@@ -20,6 +20,7 @@ from tracelake.traceql.evaluate import (
     columns_for,
     condition_span_attributes,
     fields_used,
+    resource_attribute_names,
     selected_span_attributes,
     shown_values,
 )
@@ -62,6 +63,9 @@ def search_block(
         and bool(condition_span_attributes(request.query))
         and _may_hold(reader.meta.span_attribute_keys, request)
     )
+    resource_keys = reader.meta.resource_attribute_keys
+    if resource_keys is not None and not resource_attribute_names(request.query) & set(resource_keys):
+        present = [c for c in present if c != "resource"]  # no resource of the block has the keys
     flat_columns = [c for c in present if c != "attributes"]
     leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
     unread = np.ones(len(groups), bool)
@@ -74,7 +78,7 @@ def search_block(
         newest = np.zeros(len(groups), np.uint64)
         np.maximum.at(newest, trace_group[remaining], starts[remaining])
         wanted = np.flatnonzero(newest)
-        order = wanted[np.argsort(-newest[wanted].astype(np.float64), kind="stable")]
+        order = wanted[np.argsort(-newest[wanted].astype(np.int64), kind="stable")]
         batch = _first_batch(order, [groups[g].rows for g in order])
         unread[batch] = False
         table = reader.read_row_groups(batch, flat_columns)

@@ -1,0 +1,183 @@
+"""The queriers a frontend sends jobs to, over HTTP: addresses from config (``host:port``) or DNS
+(``dns+name:port``: every address the name resolves to, re-resolved every ``_RESOLVE_SECONDS``, as a
+Kubernetes headless service lists its pods), taken in turn.
+
+A job that fails (no connection, a timeout, a 5xx) is sent again to a querier it has not tried, up to
+``max_retries`` times (a querier that refused a connection is avoided for a few seconds); one that
+has not answered after ``hedge_at`` seconds is also sent to another querier (up to ``hedge_up_to``
+copies in flight) and the first answer wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from tracelake.querier.frontend import metrics
+
+_RESOLVE_SECONDS = 15.0
+_DOWN_SECONDS = 5.0  # a querier that refused a connection is avoided this long
+
+
+@dataclass(frozen=True)
+class Job:
+    op: str  # "trace_by_id", "search", ... (metrics label)
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+
+    @property
+    def target(self) -> str:
+        return self.path + ("?" + urlencode(self.params) if self.params else "")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class JobFailed(Exception):
+    """Every attempt of a job failed; the message says how the last one did."""
+
+
+def resolve(addresses: list[str]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for address in addresses:
+        name, _, port = address.removeprefix("dns+").rpartition(":")
+        if address.startswith("dns+"):
+            found = {info[4][0] for info in socket.getaddrinfo(name, int(port), type=socket.SOCK_STREAM)}
+            out += [(ip, int(port)) for ip in sorted(found)]
+        else:
+            out.append((name, int(port)))
+    return out
+
+
+class QuerierPool:
+    def __init__(self, addresses: list[str], timeout: float, max_retries: int, threads: int = 32) -> None:
+        self.addresses = addresses
+        self.timeout = timeout
+        self.max_retries = max_retries
+        # jobs wait on their attempts: two pools, so waiting jobs can never starve the attempts
+        self._jobs = ThreadPoolExecutor(threads, thread_name_prefix="frontend-job")
+        self._attempts = ThreadPoolExecutor(threads * 2, thread_name_prefix="frontend-attempt")
+        self._lock = threading.Lock()
+        self._members: list[tuple[str, int]] = []
+        self._resolved_at = 0.0
+        self._turn = itertools.count()
+        self._down: dict[tuple[str, int], float] = {}  # querier -> until when it is avoided
+
+    def close(self) -> None:
+        self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._attempts.shutdown(wait=False, cancel_futures=True)
+
+    def members(self) -> list[tuple[str, int]]:
+        with self._lock:
+            if not self._members or time.monotonic() - self._resolved_at > _RESOLVE_SECONDS:
+                with contextlib.suppress(OSError):  # keep the last good list through a DNS hiccup
+                    self._members = resolve(self.addresses) or self._members
+                self._resolved_at = time.monotonic()
+            return list(self._members)
+
+    def _next(self, tried: set[tuple[str, int]]) -> tuple[str, int]:
+        """The next querier in turn, skipping those this job already tried and those that failed
+        recently (unless nothing else is left)."""
+        members = self.members()
+        if not members:
+            raise JobFailed("no querier addresses (query_frontend.querier_addresses)")
+        now = time.monotonic()
+        with self._lock:
+            healthy = [m for m in members if self._down.get(m, 0.0) <= now]
+        for candidates in (
+            [m for m in healthy if m not in tried],
+            [m for m in members if m not in tried],
+            members,
+        ):
+            if candidates:
+                return candidates[next(self._turn) % len(candidates)]
+        raise AssertionError("unreachable")
+
+    def _mark_down(self, member: tuple[str, int]) -> None:
+        with self._lock:
+            self._down[member] = time.monotonic() + _DOWN_SECONDS
+
+    def _once(self, job: Job, member: tuple[str, int]) -> Answer:
+        conn = http.client.HTTPConnection(member[0], member[1], timeout=self.timeout)
+        try:
+            conn.request("GET", job.target, headers=job.headers)
+            response = conn.getresponse()
+            body = response.read()
+            return Answer(response.status, response.getheader("content-type", ""), body)
+        finally:
+            conn.close()
+
+    def _attempt(self, job: Job, tried: set[tuple[str, int]]) -> Answer:
+        """One try on a querier this job has not tried; raises on what is worth another try."""
+        member = self._next(tried)
+        tried.add(member)
+        try:
+            answer = self._once(job, member)
+        except (OSError, http.client.HTTPException) as exc:
+            self._mark_down(member)
+            raise JobFailed(f"querier {member[0]}:{member[1]}: {exc}") from exc
+        if answer.status >= 500:
+            raise JobFailed(
+                f"querier {member[0]}:{member[1]} answered {answer.status}: {answer.body[:200]!r}"
+            )
+        return answer
+
+    def run(self, job: Job, hedge_at: float | None = None, hedge_up_to: int = 1) -> Answer:
+        """The job's answer (4xx included: the request itself is wrong), retried and hedged."""
+        metrics.jobs.labels(job.op).inc()
+        last: Exception | None = None
+        tried: set[tuple[str, int]] = set()
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                metrics.retries.labels(job.op).inc()
+            try:
+                return self._hedged(job, hedge_at, hedge_up_to, tried)
+            except JobFailed as exc:
+                last = exc
+        metrics.failed.labels(job.op).inc()
+        raise JobFailed(str(last))
+
+    def _hedged(
+        self, job: Job, hedge_at: float | None, hedge_up_to: int, tried: set[tuple[str, int]]
+    ) -> Answer:
+        pending: set[Future[Answer]] = {self._attempts.submit(self._attempt, job, tried)}
+        copies = 1
+        error: Exception | None = None
+        while pending:
+            timeout = hedge_at if hedge_at and copies < hedge_up_to else None
+            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    return future.result()
+                except JobFailed as exc:
+                    error = exc
+            if not done and copies < hedge_up_to:  # slow: ask another querier as well
+                metrics.hedged.labels(job.op).inc()
+                pending.add(self._attempts.submit(self._attempt, job, tried))
+                copies += 1
+        raise JobFailed(str(error))
+
+    def run_all(
+        self, jobs: list[Job], hedge_at: float | None = None, hedge_up_to: int = 1
+    ) -> list[Answer | Exception]:
+        """Every job at once; each entry is its answer or the error that ended it."""
+        futures = [self._jobs.submit(self.run, job, hedge_at, hedge_up_to) for job in jobs]
+        out: list[Answer | Exception] = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except JobFailed as exc:
+                out.append(exc)
+        return out
