@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from tests.cluster.harness import Cluster, Role, make_cluster
-from tests.conftest import S3Endpoint
+from tests.conftest import S3Endpoint, free_port
 from tracelake.rpc import messages
 from tracelake.rpc.client import IngesterClient
 from tracelake.service import MASK
@@ -179,6 +179,19 @@ def test_replication_factor_two_of_three_splits_requests_and_search_reads_replic
         assert sum(held) == 2 * 3 * len(traces)  # every span on two of the three ingesters
         assert all(0 < n < 3 * len(traces) for n in held)  # and no ingester holds them all
         assert _check_every_trace(cluster.querier, traces) == []
+        # The query-frontend in front of that querier: trace by id as shards of blocks plus an
+        # ingester job, answered from the ingesters over RPC here.
+        port = free_port()
+        frontend_cfg = {
+            "server": {"http_listen_address": "127.0.0.1", "http_listen_port": port},
+            "query_frontend": {"querier_addresses": [f"127.0.0.1:{cluster.querier.ports['api']}"]},
+        }
+        frontend = Role("query-frontend", "query-frontend", tmp_path, frontend_cfg, {"api": port}).start()
+        try:
+            frontend.wait_ready()
+            assert _check_every_trace(frontend, traces) == []
+        finally:
+            frontend.stop()
 
         code, body = cluster.querier.get(
             "/api/search?q=%7B%20name%20%3D%20%22charge%20card%22%20%7D&limit=500"
