@@ -193,6 +193,54 @@ class ServerConfig(_Section):
     _d = _durations("graceful_shutdown_timeout")
 
 
+class CompactionConfig(_Section):
+    """Tempo's ``compactor.compaction`` keys and defaults, then ours (docs/compaction.md)."""
+
+    # Blocks whose newest span falls in the same window are merged together (docs/compaction.md).
+    compaction_window: float = 3600.0
+    # Most traces (Tempo's "objects") and bytes a job may put into its one output block.
+    max_compaction_objects: int = 6_000_000
+    max_block_bytes: int = 100 * 1024**3
+    # Blocks whose newest span is older than this are deleted (per-tenant override: block_retention).
+    block_retention: float = 14 * 86400.0
+    # Replaced blocks stay readable this long, so readers with an older block list still find spans.
+    compacted_block_retention: float = 3600.0
+    compaction_cycle: float = 30.0
+    # Ours. Inputs per job: 100 small blocks become 10, then 1 (each span rewritten twice).
+    max_input_blocks: int = 10
+    # Decoded rows held by a job's merge: the per-input batch size is derived from it.
+    memory_budget_bytes: int = 64 * 1024 * 1024
+    # How long a compactor owns the inputs of a job (lease objects written with If-None-Match).
+    lease_duration: float = 600.0
+    # A block folder without meta.json is an unfinished write; it is deleted once this old.
+    partial_block_grace_period: float = 3600.0
+
+    _d = _durations(
+        "compaction_window",
+        "block_retention",
+        "compacted_block_retention",
+        "compaction_cycle",
+        "lease_duration",
+        "partial_block_grace_period",
+    )
+
+    @field_validator("max_input_blocks")
+    @classmethod
+    def _at_least_two(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("must be at least 2")
+        return v
+
+
+class CompactorConfig(_Section):
+    compaction: CompactionConfig = CompactionConfig()
+    # Ours: ``tracelake serve`` runs the compactor unless this is true.
+    disabled: bool = False
+    # Ours: the lease owner name (default: the host name). A compactor restarted under the same name
+    # takes its own leases back at once; two compactors must have different names.
+    instance_id: str = ""
+
+
 # Receiver name -> (path of its config in distributor.receivers, Tempo's default endpoint).
 RECEIVERS: dict[str, tuple[tuple[str, ...], str]] = {
     "otlp_http": (("otlp", "protocols", "http"), "0.0.0.0:4318"),
@@ -242,6 +290,10 @@ class TenantLimits(_Section):
     ingestion_burst_size_bytes: int = 20_000_000
     max_bytes_per_trace: int = 5_000_000
     max_attribute_bytes: int = 2048  # longer string values are truncated (and counted)
+    # The compactor deletes this tenant's blocks older than this (0: compactor.compaction.block_retention).
+    block_retention: float = 0.0
+
+    _block_retention = _durations("block_retention")
 
 
 class OverridesConfig(TenantLimits):
@@ -297,6 +349,7 @@ class Config(_Section):
     distributor: DistributorConfig = DistributorConfig()
     ingester_client: IngesterClientConfig = IngesterClientConfig()
     overrides: OverridesConfig = OverridesConfig()
+    compactor: CompactorConfig = CompactorConfig()
     query_frontend: QueryFrontendConfig = QueryFrontendConfig()
 
     def unknown_keys(self) -> list[str]:

@@ -14,9 +14,9 @@ from tracelake.service import MASK, masked_config
 
 
 def test_every_role_is_a_command_and_a_target() -> None:
-    assert targets() == ["all", "distributor", "ingester", "querier", "query-frontend"]
+    assert targets() == ["all", "compactor", "distributor", "ingester", "querier", "query-frontend"]
     parser = build_parser()
-    for command in ("serve", "distributor", "ingester", "querier", "query-frontend"):
+    for command in ("serve", "distributor", "ingester", "querier", "query-frontend", "compactor"):
         assert parser.parse_args([command]).command == command
 
 
@@ -27,7 +27,10 @@ def test_an_unknown_target_is_refused_with_the_known_ones(
     config.write_text("target: scalable-single-binary\n")
     assert main(["--config", str(config), "serve"]) == EXIT_ERROR
     err = capsys.readouterr().err
-    assert "scalable-single-binary" in err and "all, distributor, ingester, querier, query-frontend" in err
+    assert (
+        "scalable-single-binary" in err
+        and "all, compactor, distributor, ingester, querier, query-frontend" in err
+    )
 
 
 def test_ring_keys_load_and_secrets_are_masked(tmp_path: Path) -> None:

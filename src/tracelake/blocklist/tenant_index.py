@@ -11,7 +11,7 @@ import gzip
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from tracelake.backend import Backend
@@ -80,16 +80,29 @@ def list_blocks(backend: Backend, tenant: str) -> BlockList:
     return blocks
 
 
+def hide_replaced(blocks: BlockList) -> BlockList:
+    """Without the live blocks that another live block replaces.
+
+    A compaction's output ``meta.json`` is its commit point: from then on its inputs are hidden, even
+    before the compactor marks them compacted, so a reader never sees a span in both.
+    """
+    replaced = {block_id for m in blocks.metas for block_id in m.replaces}
+    if not replaced:
+        return blocks
+    return replace(blocks, metas=[m for m in blocks.metas if m.block_id not in replaced])
+
+
 def load_block_list(backend: Backend, tenant: str, max_index_age: float = 0.0) -> BlockList:
-    """The tenant index if usable (present, readable, not older than ``max_index_age``), else a listing."""
+    """The tenant index if usable (present, readable, not older than ``max_index_age``), else a listing;
+    the blocks readers must see (``hide_replaced``)."""
     try:
         index = read_tenant_index(backend, tenant)
     except BlockFormatError as exc:
         log.warning("tenant index unusable, listing instead", extra={"tenant": tenant, "error": str(exc)})
         index = None
     if index is not None and (max_index_age <= 0 or time.time() - index.created_unix <= max_index_age):
-        return index
-    return list_blocks(backend, tenant)
+        return hide_replaced(index)
+    return hide_replaced(list_blocks(backend, tenant))
 
 
 def list_tenants(backend: Backend) -> list[str]:

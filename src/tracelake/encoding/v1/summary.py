@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tracelake.model.ids import id_matrix, trace_starts
 
@@ -103,11 +102,9 @@ def trace_ends(summary: pa.Table) -> np.ndarray:
     return summary["start_time_unix_nano"].to_numpy() + summary["duration_nano"].to_numpy()
 
 
-def summary_to_parquet(summary: pa.Table, zstd_level: int) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(
-        summary,
-        sink,
+def summary_write_options(zstd_level: int) -> dict:
+    """Parquet options of ``summary.parquet`` (one table at once, or a streaming writer)."""
+    return dict(
         compression="zstd",
         compression_level=zstd_level,
         use_dictionary=["root_service_name", "root_span_name", "service_stats.list.item.service"],
@@ -117,4 +114,3 @@ def summary_to_parquet(summary: pa.Table, zstd_level: int) -> bytes:
             "first_row": "DELTA_BINARY_PACKED",
         },
     )
-    return sink.getvalue().to_pybytes()

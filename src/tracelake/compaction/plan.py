@@ -1,0 +1,104 @@
+"""Which blocks to merge: a pure function of the block list (and the clock), so it is tested alone.
+
+Blocks are grouped by tenant, format version and time window (of their newest span, as Tempo does).
+Within a group, inputs are taken smallest first, 2 to ``max_input_blocks`` per job, while their summed
+size and trace count stay within ``max_block_bytes`` and ``max_compaction_objects``: one job writes one
+output block, so outputs are bounded by construction.
+
+The window that may still receive blocks (the current one) is also grouped by compaction level, and a
+job there waits until it has ``max_input_blocks`` inputs: a span is rewritten about
+log_{max_input_blocks}(blocks per window) times, not once per arriving block. Older windows merge
+across levels, as Tempo does, so each converges to as few blocks as the size limits allow (a crash
+that leaves blocks of several levels in a window does not leave them apart for good).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tracelake.block.meta import BlockMeta
+from tracelake.config import CompactionConfig
+
+_NS = 1_000_000_000
+# Output block ids are derived from the inputs: a retried or doubly-run job writes the same block.
+_OUTPUT_ID_NAMESPACE = uuid.UUID("6f1c1c1e-6a55-4c1b-9d4e-74726163656c")
+
+
+@dataclass(frozen=True)
+class Job:
+    tenant: str
+    window: int  # window number: newest span // compaction_window
+    level: int  # highest compaction level of the inputs; the output gets level + 1
+    inputs: tuple[BlockMeta, ...]
+
+    @property
+    def input_ids(self) -> list[str]:
+        return sorted(m.block_id for m in self.inputs)
+
+    @property
+    def job_id(self) -> str:
+        return hashlib.sha256(",".join(self.input_ids).encode()).hexdigest()[:16]
+
+    @property
+    def output_block_id(self) -> str:
+        return str(uuid.uuid5(_OUTPUT_ID_NAMESPACE, f"{self.tenant}/{','.join(self.input_ids)}"))
+
+    @property
+    def spans(self) -> int:
+        return sum(m.total_spans for m in self.inputs)
+
+    @property
+    def bytes(self) -> int:
+        return sum(m.size for m in self.inputs)
+
+
+def window_of(meta: BlockMeta, window_seconds: float) -> int:
+    return meta.end_unix_nano // max(1, int(window_seconds * _NS))
+
+
+def plan(metas: Iterable[BlockMeta], cfg: CompactionConfig, now_unix: float) -> list[Job]:
+    """Jobs for the live blocks ``metas`` (one tenant or several), oldest window first; no block is in
+    two jobs."""
+    current_window = int(now_unix * _NS) // max(1, int(cfg.compaction_window * _NS))
+    groups: dict[tuple[str, str, int, int], list[BlockMeta]] = defaultdict(list)
+    for meta in metas:
+        window = window_of(meta, cfg.compaction_window)
+        level = meta.compaction_level if window >= current_window else -1  # -1: any level
+        groups[(meta.tenant_id, meta.format, window, level)].append(meta)
+    jobs: list[Job] = []
+    for (tenant, _, window, _), members in sorted(
+        groups.items(), key=lambda kv: (kv[0][2], kv[0][3], kv[0][0])
+    ):
+        minimum = cfg.max_input_blocks if window >= current_window else 2
+        for inputs in _fill(sorted(members, key=lambda m: (m.size, m.block_id)), cfg):
+            if len(inputs) >= minimum:
+                level = max(m.compaction_level for m in inputs)
+                jobs.append(Job(tenant, window, level, tuple(inputs)))
+    return jobs
+
+
+def _fill(candidates: list[BlockMeta], cfg: CompactionConfig) -> list[list[BlockMeta]]:
+    """Consecutive runs of ``candidates`` (smallest first) within the per-job limits."""
+    runs: list[list[BlockMeta]] = []
+    run: list[BlockMeta] = []
+    size = traces = 0
+    for meta in candidates:
+        fits = (
+            len(run) < cfg.max_input_blocks
+            and size + meta.size <= cfg.max_block_bytes
+            and traces + meta.total_traces <= cfg.max_compaction_objects
+        )
+        if not fits:
+            runs.append(run)
+            run, size, traces = [], 0, 0
+            if meta.size > cfg.max_block_bytes or meta.total_traces > cfg.max_compaction_objects:
+                continue  # already as large as an output may be: left alone
+        run.append(meta)
+        size += meta.size
+        traces += meta.total_traces
+    runs.append(run)
+    return [r for r in runs if len(r) >= 2]

@@ -1,0 +1,133 @@
+"""The streaming merge on both backends: every span once, traces whole, duplicates dropped, parents
+resolved across inputs, outputs readable by plain pyarrow, lookups unchanged, memory bounded."""
+
+from __future__ import annotations
+
+import itertools
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from tests.compactor.helpers import TENANT, span_keys, synth_spans, write_split_blocks
+from tracelake.backend import Backend
+from tracelake.block import keys
+from tracelake.config import BlockConfig, TraceStorageConfig
+from tracelake.db import TraceDB
+from tracelake.encoding.v1.compactor import MergeStats, compact, duplicate_rows, merge_sorted_inputs
+from tracelake.encoding.v1.find_trace import BlockReader
+from tracelake.encoding.v1.layout import sort_spans, to_block_rows
+
+CFG = BlockConfig(parquet_row_group_size_spans=300)
+
+
+@pytest.fixture(scope="module")
+def spans() -> pa.Table:
+    return synth_spans(traces=400, seed=3)
+
+
+def _parents(table: pa.Table) -> dict:
+    return dict(
+        zip(
+            zip(table["trace_id"].to_pylist(), table["span_id"].to_pylist(), strict=True),
+            table["parent_span_id"].to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def test_merge_keeps_every_span_once(
+    backend: Backend, storage_config: TraceStorageConfig, spans: pa.Table
+) -> None:
+    inputs = write_split_blocks(backend, spans, blocks=4, replicated=2, cfg=CFG)
+    db = TraceDB(backend, storage_config)
+    sample = spans["trace_id"].unique().to_pylist()[::37]
+    before = {tid: span_keys(db.find_trace(TENANT, tid)) for tid in sample}
+
+    out, stats = compact(backend, inputs, CFG, block_id="merged", compaction_level=1, batch_rows=128)
+
+    merged = pa.concat_tables(list(BlockReader(backend, out).iter_spans()))
+    assert span_keys(merged) == span_keys(spans)  # each span exactly once
+    assert stats.duplicates == sum(m.total_spans for m in inputs[4:]) == stats.spans_in - stats.spans_out
+    assert out.total_spans == spans.num_rows and out.total_traces == len(spans["trace_id"].unique())
+    assert sorted(out.replaces) == sorted(m.block_id for m in inputs)
+    assert out.span_attribute_keys == sorted(set().union(*(m.span_attribute_keys for m in inputs)))
+    assert out.resource_attribute_keys == sorted(set().union(*(m.resource_attribute_keys for m in inputs)))
+    assert out.compaction_level == 1
+    assert stats.traces_combined > 0  # traces were split between inputs
+    assert _parents(merged) == _parents(spans)  # parent_index recomputed for the merged traces
+    assert merged.equals(sort_spans(merged))  # in block order: trace id, then start time
+    # Row groups hold disjoint, increasing trace-id ranges: a trace never spans two of them.
+    bounds = [(g.min_id, g.max_id) for g in out.row_groups]
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(bounds))
+
+    # A third-party reader sees the same rows.
+    raw = pq.read_table(backend.open_input_file(keys.block_key(TENANT, "merged", keys.DATA)))
+    assert raw.num_rows == spans.num_rows
+
+    # Trace by id after the inputs were replaced: the same spans, from the one new block.
+    for block in inputs:
+        backend.delete(keys.block_key(TENANT, block.block_id, keys.META))
+    after = TraceDB(backend, storage_config)
+    for tid, expected in before.items():
+        found = after.find_trace(TENANT, tid)
+        assert expected.keys() == span_keys(found).keys()
+        assert set(span_keys(found).values()) == {1}
+
+
+def test_same_span_id_with_different_content_is_kept(backend: Backend, spans: pa.Table) -> None:
+    first_trace = spans.filter(pc.equal(spans["trace_id"], spans["trace_id"][0]))
+    changed = first_trace.set_column(
+        first_trace.schema.get_field_index("name"),
+        first_trace.schema.field("name"),
+        pa.array([n + "-retried" for n in first_trace["name"].to_pylist()]),
+    )
+    a = write_split_blocks(backend, first_trace, blocks=1, cfg=CFG)
+    b = write_split_blocks(backend, changed, blocks=1, cfg=CFG)
+    c = write_split_blocks(backend, first_trace, blocks=1, cfg=CFG)
+    out, stats = compact(backend, a + b + c, CFG, block_id="m2", compaction_level=1, batch_rows=64)
+    assert out.total_spans == 2 * first_trace.num_rows  # the exact copy once, the changed one kept
+    assert stats.duplicates == first_trace.num_rows
+
+
+def test_duplicate_rows_compares_nested_columns(spans: pa.Table) -> None:
+    rows = sort_spans(spans.slice(0, 50))
+    doubled = sort_spans(pa.concat_tables([rows, rows]))
+    assert int(duplicate_rows(doubled).sum()) == 50
+    attrs = doubled["attributes"].to_pylist()
+    target = next(i for i, a in enumerate(attrs) if a)
+    attrs[target] = [dict(attrs[target][0], int=attrs[target][0]["int"] + 1), *attrs[target][1:]]
+    edited = doubled.set_column(
+        doubled.schema.get_field_index("attributes"),
+        doubled.schema.field("attributes"),
+        pa.array(attrs, doubled.schema.field("attributes").type),
+    )
+    assert int(duplicate_rows(edited).sum()) == 49  # one attribute value differs: both copies stay
+
+
+def test_merge_holds_at_most_two_batches_per_input(spans: pa.Table) -> None:
+    """Memory is bounded by the batch size: rows read but not yet emitted stay under two batches per
+    input (plus one trace), however large the inputs."""
+    rows = to_block_rows(sort_spans(spans))
+    trace_ids = rows["trace_id"].to_pylist()
+    # Three inputs of about a third of the rows each, cut at trace boundaries.
+    cuts = [0]
+    for third in (rows.num_rows // 3, 2 * rows.num_rows // 3):
+        cuts.append(next(j for j in range(third, len(trace_ids)) if trace_ids[j] != trace_ids[j - 1]))
+    cuts.append(rows.num_rows)
+    parts = [rows.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
+    largest_trace = max(pc.value_counts(rows["trace_id"]).field("counts").to_pylist())
+    batch, pulled = 50, [0]
+
+    def batches(table: pa.Table):
+        for b in table.to_batches(max_chunksize=batch):
+            pulled[0] += b.num_rows
+            yield b
+
+    emitted = 0
+    stats = MergeStats()
+    for table in merge_sorted_inputs([batches(p) for p in parts], batch, stats):
+        emitted += table.num_rows
+        assert pulled[0] - emitted <= len(parts) * (2 * batch + largest_trace)
+    assert emitted == rows.num_rows == stats.spans_out

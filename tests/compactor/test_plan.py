@@ -1,0 +1,115 @@
+"""Planning is a pure function of the block list: grouping, limits, order, and the waiting rule."""
+
+from __future__ import annotations
+
+from tracelake.block.meta import FORMAT_V1, BlockMeta
+from tracelake.compaction.plan import plan
+from tracelake.config import CompactionConfig
+
+NS = 1_000_000_000
+NOW = 100 * 3600.0  # window 100 is the current one (1 h windows)
+
+
+def meta(
+    block_id: str,
+    *,
+    hour: float = 10,
+    size: int = 100,
+    level: int = 0,
+    tenant: str = "t",
+    traces: int = 10,
+    fmt: str = FORMAT_V1,
+) -> BlockMeta:
+    end = int(hour * 3600 * NS)
+    return BlockMeta(
+        format=fmt,
+        block_id=block_id,
+        tenant_id=tenant,
+        start_unix_nano=end - NS,
+        end_unix_nano=end,
+        min_id="0" * 32,
+        max_id="f" * 32,
+        total_traces=traces,
+        total_spans=traces * 10,
+        size=size,
+        compaction_level=level,
+    )
+
+
+def ids(jobs) -> list[list[str]]:
+    return [j.input_ids for j in jobs]
+
+
+def test_groups_by_tenant_and_window() -> None:
+    blocks = [
+        meta("a1", hour=10.2),
+        meta("a2", hour=10.7),
+        meta("a3", hour=10.5, level=2),  # an older window merges across levels
+        meta("b1", hour=11.5),  # another window: alone, not merged
+        meta("d1", hour=10.3, tenant="u"),  # another tenant
+        meta("d2", hour=10.4, tenant="u"),
+    ]
+    jobs = plan(blocks, CompactionConfig(), NOW)
+    assert sorted(ids(jobs)) == [["a1", "a2", "a3"], ["d1", "d2"]]
+    assert {(j.tenant, j.level, j.window) for j in jobs} == {("t", 2, 10), ("u", 0, 10)}
+
+
+def test_the_current_window_is_grouped_by_level() -> None:
+    blocks = [meta(f"l0-{i}", hour=100.5) for i in range(3)] + [
+        meta(f"l1-{i}", hour=100.5, level=1) for i in range(3)
+    ]
+    jobs = plan(blocks, CompactionConfig(max_input_blocks=3), NOW)
+    assert ids(jobs) == [["l0-0", "l0-1", "l0-2"], ["l1-0", "l1-1", "l1-2"]]
+    assert [j.level for j in jobs] == [0, 1]
+
+
+def test_other_format_versions_are_never_merged() -> None:
+    jobs = plan([meta("a", fmt="tl1"), meta("b", fmt="tl2"), meta("c", fmt="tl2")], CompactionConfig(), NOW)
+    assert ids(jobs) == [["b", "c"]]
+
+
+def test_smallest_first_and_at_most_max_input_blocks() -> None:
+    blocks = [meta(f"b{i:02}", size=1000 - i) for i in range(7)]  # b06 is the smallest
+    jobs = plan(blocks, CompactionConfig(max_input_blocks=3), NOW)
+    assert ids(jobs) == [["b04", "b05", "b06"], ["b01", "b02", "b03"]]  # b00 (largest) alone: left
+    assert all(2 <= len(j.inputs) <= 3 for j in jobs)
+
+
+def test_output_bounded_by_bytes_and_traces() -> None:
+    blocks = [meta(f"b{i}", size=40, traces=5) for i in range(6)]
+    by_bytes = plan(blocks, CompactionConfig(max_block_bytes=100), NOW)
+    assert [len(j.inputs) for j in by_bytes] == [2, 2, 2]
+    assert all(j.bytes <= 100 for j in by_bytes)
+    by_traces = plan(blocks, CompactionConfig(max_compaction_objects=15), NOW)
+    assert [len(j.inputs) for j in by_traces] == [3, 3]
+
+
+def test_a_block_as_large_as_an_output_is_left_alone() -> None:
+    jobs = plan(
+        [meta("big", size=500), meta("x", size=10), meta("y", size=10)],
+        CompactionConfig(max_block_bytes=100),
+        NOW,
+    )
+    assert ids(jobs) == [["x", "y"]]
+
+
+def test_the_current_window_waits_for_full_jobs() -> None:
+    current = [meta(f"n{i}", hour=100.5) for i in range(3)]
+    assert plan(current, CompactionConfig(max_input_blocks=4), NOW) == []
+    current.append(meta("n3", hour=100.6))
+    assert ids(plan(current, CompactionConfig(max_input_blocks=4), NOW)) == [["n0", "n1", "n2", "n3"]]
+
+
+def test_no_block_in_two_jobs_and_ids_are_deterministic() -> None:
+    blocks = [meta(f"b{i:02}", size=i + 1, hour=10 + (i % 3) * 0.3) for i in range(25)]
+    jobs = plan(blocks, CompactionConfig(max_input_blocks=4), NOW)
+    used = [b for j in jobs for b in j.input_ids]
+    assert len(used) == len(set(used)) == 24  # 25 blocks: one left over
+    again = plan(list(reversed(blocks)), CompactionConfig(max_input_blocks=4), NOW)
+    assert [j.output_block_id for j in jobs] == [j.output_block_id for j in again]
+    assert len({j.output_block_id for j in jobs}) == len(jobs)
+
+
+def test_oldest_window_first() -> None:
+    blocks = [meta("late1", hour=20), meta("late2", hour=20), meta("early1", hour=5), meta("early2", hour=5)]
+    assert ids(plan(blocks, CompactionConfig(), NOW)) == [["early1", "early2"], ["late1", "late2"]]
