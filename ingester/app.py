@@ -1,21 +1,20 @@
 """``tracelake serve``: the single-process server (every receiver, the distributor, the ingester, the
-HTTP API on ``server.http_listen_port``) in one asyncio loop, with a bounded graceful shutdown."""
+HTTP API on ``server.http_listen_port``) in one asyncio loop, with a bounded graceful shutdown.
+
+The same server runs the write path's roles alone: ``distributor`` (receivers and limits; spans go to
+the ring's ingesters over RPC) and ``ingester`` (the ingester behind its gRPC service on
+``server.grpc_listen_port``, no receivers)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import entry_points
 
-import uvicorn
-
-from tracelake.asgi import Request, Response, gzip_if_accepted, lifespan, send_response, status_response
 from tracelake.backend import open_backend
 from tracelake.compactor.service import CompactorService
 from tracelake.config import Config
@@ -27,6 +26,9 @@ from tracelake.ingester.limits import Overrides
 from tracelake.ingester.receivers import grpc as grpc_receivers
 from tracelake.ingester.receivers import jaeger_http, otlp_http, udp, zipkin_http
 from tracelake.ingester.receivers.http import HTTPReceiver
+from tracelake.ingester.rpc_server import IngesterService
+from tracelake.ingester.rpc_server import build_server as build_ingester_server
+from tracelake.service import ServiceApp, UvicornServer, split_endpoint, uvicorn_server
 
 log = logging.getLogger(__name__)
 
@@ -35,75 +37,46 @@ log = logging.getLogger(__name__)
 PUSH_THREADS = max(2, os.cpu_count() or 2)
 
 
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    if not port.isdigit():
-        raise ConfigError(f"receiver endpoint {endpoint!r} must be host:port")
-    return (host.strip("[]") or "0.0.0.0"), int(port)
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to us: several run in one loop, one shutdown for all."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class APIApp:
-    """``server.http_listen_port``: readiness, metrics, build info, and the query API.
-
-    The query side plugs in through the ``tracelake.api`` entry point (``tracelake.querier``), so this
-    service never imports it; it hands over the ingester as the source of recent traces.
-    """
-
-    def __init__(self, ingester: Ingester, apis: list, executor: ThreadPoolExecutor) -> None:
-        self.ingester = ingester
-        self.apis = apis
-        self.executor = executor
-
-    async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        request = Request.from_scope(scope)
-        await send_response(send, gzip_if_accepted(request, await self._respond(request)))
-
-    async def _respond(self, request: Request) -> Response:
-        path = request.path
-        if path == "/ready":
-            ready = self.ingester.ready
-            return Response(200 if ready else 503, b"ready\n" if ready else b"not ready: replaying the WAL\n")
-        common = status_response(path)
-        if common is not None:
-            return common
-        loop = asyncio.get_running_loop()
-        for api in self.apis:
-            response = await loop.run_in_executor(self.executor, api.handle, request)
-            if response is not None:
-                return response
-        return Response(404, b"not found\n")
-
-
 def load_apis(cfg: Config, db: TraceDB, ingester: Ingester) -> list:
     return [entry.load()(cfg, db, ingester) for entry in entry_points(group="tracelake.api")]
 
 
+WRITE_TARGETS = ("all", "distributor", "ingester")
+
+
 class WritePathServer:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, target: str = "all") -> None:
+        if target not in WRITE_TARGETS:
+            raise ConfigError(f"target {target!r} is not one of the write path's {', '.join(WRITE_TARGETS)}")
         self.cfg = cfg
-        self.db = TraceDB(open_backend(cfg.storage.trace), cfg.storage.trace)
+        self.target = target
         self.overrides = Overrides(cfg.overrides)
-        self.ingester = Ingester(cfg, self.db, self.overrides)
-        self.distributor = Distributor(cfg, self.ingester, self.overrides)
-        # The compactor shares the backend; its first cycle waits one compaction_cycle.
-        self.compactor = None if cfg.compactor.disabled else CompactorService(cfg, self.db.backend)
+        self.cluster = None
+        self.db: TraceDB | None = None
+        self.ingester: Ingester | None = None
+        if target == "distributor":
+            from tracelake.rpc.cluster import connect
+
+            self.cluster = connect(cfg)
+            self.distributor = Distributor(cfg, None, self.overrides, forward=self.cluster.pusher())
+        else:
+            self.db = TraceDB(open_backend(cfg.storage.trace), cfg.storage.trace)
+            self.ingester = Ingester(cfg, self.db, self.overrides, update_index=target == "all")
+            self.distributor = Distributor(cfg, self.ingester, self.overrides)
+        # The all-in-one runs the compactor too; it shares the backend, its first cycle waits one
+        # compaction_cycle. In microservices mode it is a role of its own (`tracelake compactor`).
+        self.compactor = (
+            CompactorService(cfg, self.db.backend)
+            if target == "all" and self.db is not None and not cfg.compactor.disabled
+            else None
+        )
         self.executor = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="push")
         self._stop = asyncio.Event()
         self._grpc: list = []
         self.flushed = False
+        # Ready only once every receiver listens: a client that waited for /ready must not be refused.
+        self._listening = False
+        self._receivers: list[UvicornServer] = []
         self._udp: list[asyncio.DatagramTransport] = []
 
     def _http_receivers(self) -> dict[str, HTTPReceiver]:
@@ -126,18 +99,26 @@ class WritePathServer:
             if name in enabled
         }
 
-    def _uvicorn(self, app, endpoint: str) -> _Server:
-        host, port = split_endpoint(endpoint)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=max(1, int(self.cfg.server.graceful_shutdown_timeout / 2)),
-        )
-        return _Server(config)
+    def _uvicorn(self, app, endpoint: str) -> UvicornServer:
+        return uvicorn_server(app, endpoint, self.cfg.server.graceful_shutdown_timeout / 2)
+
+    def _ready(self) -> str | None:
+        if self.ingester is not None and not self.ingester.ready:
+            return "replaying the WAL"
+        if not self._listening or not all(server.started for server in self._receivers):
+            return "starting the receivers"
+        if self.cluster is not None and not self.cluster.watcher.ring.members:
+            return "no ingester in the ring (ingester.lifecycler.ring.members)"
+        return None
+
+    def _service_app(self) -> ServiceApp:
+        ring_view = self.cluster.watcher.view if self.cluster is not None else None
+        if self.target == "all":
+            assert self.db is not None and self.ingester is not None
+            apis = load_apis(self.cfg, self.db, self.ingester)
+        else:  # the query API is the querier role's
+            apis = []
+        return ServiceApp(self.cfg, self._ready, apis, self.executor, ring_view)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -145,11 +126,16 @@ class WritePathServer:
             loop.add_signal_handler(sig, self._stop.set)
         server_cfg = self.cfg.server
         api = self._uvicorn(
-            APIApp(self.ingester, load_apis(self.cfg, self.db, self.ingester), self.executor),
-            f"{server_cfg.http_listen_address}:{server_cfg.http_listen_port}",
+            self._service_app(), f"{server_cfg.http_listen_address}:{server_cfg.http_listen_port}"
         )
         api_task = asyncio.create_task(api.serve())
-        await loop.run_in_executor(None, self.ingester.start)  # replays the WAL; /ready says 503 meanwhile
+        if self.ingester is not None:  # replays the WAL; /ready says 503 meanwhile
+            await loop.run_in_executor(None, self.ingester.start)
+        if self.target == "ingester":
+            self._grpc = [self._ingester_service()]
+            for server in self._grpc:
+                await server.start()
+            return await self._serve_until_stopped(api, [], [api_task])
         enabled = self.cfg.distributor.enabled_receivers()
         receivers = [self._uvicorn(app, enabled[name]) for name, app in self._http_receivers().items()]
         tasks = [asyncio.create_task(r.serve()) for r in receivers]
@@ -177,17 +163,41 @@ class WritePathServer:
                 self._udp.append(transport)
         if self.compactor is not None:  # last, once the receivers are up
             self.compactor.start(first_delay=self.cfg.compactor.compaction.compaction_cycle)
+        return await self._serve_until_stopped(api, receivers, [api_task, *tasks])
+
+    def _ingester_service(self):
+        assert self.ingester is not None
+        server_cfg = self.cfg.server
+        endpoint = f"{server_cfg.http_listen_address}:{server_cfg.grpc_listen_port}"
+        return build_ingester_server(
+            IngesterService(self.ingester, self.executor), endpoint, self.cfg.distributor.max_request_bytes
+        )
+
+    async def _serve_until_stopped(
+        self, api: UvicornServer, receivers: list[UvicornServer], tasks: list[asyncio.Task]
+    ) -> int:
+        """Until SIGTERM/SIGINT or a server dies; ``tasks[0]`` serves the API and stops last."""
+        server_cfg = self.cfg.server
+        self._receivers = receivers
+        self._listening = True
         log.info(
             "tracelake started",
-            extra={"receivers": ",".join(enabled), "api_port": server_cfg.http_listen_port},
+            extra={
+                "target": self.target,
+                "receivers": ",".join(self.cfg.distributor.enabled_receivers()) if receivers else "",
+                "api_port": server_cfg.http_listen_port,
+                "grpc_port": server_cfg.grpc_listen_port if self.target == "ingester" else "",
+            },
         )
         stop_wait = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait([stop_wait, api_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         if stop_wait not in done:  # a server died (e.g. its port is taken): stop the rest
             log.error("a server stopped unexpectedly; shutting down")
-        return await self._shutdown(api, receivers, [api_task, *tasks])
+        return await self._shutdown(api, receivers, tasks)
 
-    async def _shutdown(self, api: _Server, receivers: list[_Server], tasks: list[asyncio.Task]) -> int:
+    async def _shutdown(
+        self, api: UvicornServer, receivers: list[UvicornServer], tasks: list[asyncio.Task]
+    ) -> int:
         deadline = time.monotonic() + self.cfg.server.graceful_shutdown_timeout
         log.info("shutting down: receivers stop, then the ingester flushes")
         for server in receivers:
@@ -199,27 +209,32 @@ class WritePathServer:
         if tasks[1:]:
             await asyncio.wait(tasks[1:], timeout=grace)
         loop = asyncio.get_running_loop()
-        flushed = await loop.run_in_executor(
-            None, self.ingester.shutdown, max(0.0, deadline - time.monotonic())
-        )
+        flushed = True
+        if self.ingester is not None:
+            flushed = await loop.run_in_executor(
+                None, self.ingester.shutdown, max(0.0, deadline - time.monotonic())
+            )
         api.should_exit = True
         await asyncio.wait(tasks[:1], timeout=2)
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.compactor is not None:
             await loop.run_in_executor(None, self.compactor.stop)
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
+        if self.cluster is not None:
+            self.cluster.close()
         log.info("stopped", extra={"flushed": flushed})
         return 0
 
 
-def run_server(cfg: Config) -> int:
+def run_server(cfg: Config, target: str = "all") -> int:
     try:
         import uvloop
 
         factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is installed with uvicorn[standard]
         factory = None
-    server = WritePathServer(cfg)
+    server = WritePathServer(cfg, target)
     with asyncio.Runner(loop_factory=factory) as runner:
         code = runner.run(server.run())
     if not server.flushed:

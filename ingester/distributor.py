@@ -2,13 +2,15 @@
 
 Applies the tenant's limits (request size, ingestion rate), decodes and validates the spans, and hands
 them to the ingester, which makes them durable before ``push`` returns. In one process the ingester is
-called directly; in microservices mode this is where the RPC to the ingesters will go.
+called directly; in the distributor role a ``Forwarder`` (``tracelake.rpc.pusher.RingPusher``) sends
+the spans to their ingesters over RPC and each of them runs ``store``.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Protocol
 
 from tracelake.codec.validate import prepare_spans
 from tracelake.config import Config
@@ -20,9 +22,17 @@ from tracelake.push import PushError, PushResult
 
 
 class Distributor:
-    def __init__(self, cfg: Config, ingester: Ingester, overrides: Overrides) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        ingester: Ingester | None,
+        overrides: Overrides,
+        forward: Forwarder | None = None,
+    ) -> None:
+        """``ingester`` in one process; ``forward`` (and no ingester) in the distributor role."""
         self.cfg = cfg
         self.ingester = ingester
+        self.forward = forward
         self.overrides = overrides
         self.rate_limiter = RateLimiter()
 
@@ -57,16 +67,37 @@ class Distributor:
                 message += f": a request of {len(otlp)} bytes can never pass; send smaller requests"
             raise PushError(429, message, reason="rate_limited", retry_after=retry)
         received = time.time_ns()
-        try:
-            prepared = prepare_spans(otlp, received, self.ingester.rules(tenant))
-        except InvalidInputError as exc:
-            raise PushError(400, str(exc), reason="invalid_request") from exc
-        outcome = self.ingester.push(tenant, prepared, otlp, received)
-        if prepared.truncated_attributes:
-            metrics.attributes_truncated.labels(tenant).inc(prepared.truncated_attributes)
-        for reason, count in outcome.refused.items():
-            metrics.discarded_spans.labels(tenant, reason).inc(count)
-        if outcome.accepted:
-            metrics.spans_received.labels(tenant).inc(outcome.accepted)
-            metrics.bytes_received.labels(tenant).inc(len(otlp))
-        return PushResult(accepted_spans=outcome.accepted, rejected=outcome.refused)
+        if self.forward is not None:
+            result = self.forward.forward(tenant, otlp, received)
+            count(tenant, result, len(otlp))
+            return result
+        assert self.ingester is not None
+        return store(self.ingester, tenant, otlp, received)
+
+
+class Forwarder(Protocol):
+    """Where the distributor role sends what passed the limits: the ingesters, over RPC."""
+
+    def forward(self, tenant: str, otlp: bytes, received_unix_nano: int) -> PushResult: ...
+
+
+def store(ingester: Ingester, tenant: str, otlp: bytes, received: int) -> PushResult:
+    """Decode, validate and durably accept one request in this process's ingester."""
+    try:
+        prepared = prepare_spans(otlp, received, ingester.rules(tenant))
+    except InvalidInputError as exc:
+        raise PushError(400, str(exc), reason="invalid_request") from exc
+    outcome = ingester.push(tenant, prepared, otlp, received)
+    if prepared.truncated_attributes:
+        metrics.attributes_truncated.labels(tenant).inc(prepared.truncated_attributes)
+    result = PushResult(accepted_spans=outcome.accepted, rejected=outcome.refused)
+    count(tenant, result, len(otlp))
+    return result
+
+
+def count(tenant: str, result: PushResult, request_bytes: int) -> None:
+    for reason, n in result.rejected.items():
+        metrics.discarded_spans.labels(tenant, reason).inc(n)
+    if result.accepted_spans:
+        metrics.spans_received.labels(tenant).inc(result.accepted_spans)
+        metrics.bytes_received.labels(tenant).inc(request_bytes)

@@ -57,8 +57,12 @@ def span_keys(table: pa.Table) -> pa.Array:
 
 
 class Ingester:
-    def __init__(self, cfg: Config, db: TraceDB, overrides: Overrides) -> None:
+    def __init__(self, cfg: Config, db: TraceDB, overrides: Overrides, *, update_index: bool = True) -> None:
+        """``update_index``: add each flushed block to the tenant index. Off when several ingesters
+        share a bucket: the index is one object, and concurrent read-modify-writes would lose blocks
+        (readers list the bucket instead; the compactor rebuilds the index)."""
         self.cfg = cfg
+        self.update_index = update_index
         self.db = db
         self.overrides = overrides
         wal_cfg = cfg.storage.trace.wal
@@ -218,7 +222,9 @@ class Ingester:
         try:
             self.journal.add(FlushEntry(block_id, tenant, max_segment))
             failpoints.hit("flush.after_journal")
-            meta = self.db.write_block(tenant, head.spans(), block_id=block_id)
+            meta = self.db.write_block(
+                tenant, head.spans(), block_id=block_id, update_index=self.update_index
+            )
             failpoints.hit("flush.after_meta")
         except TracelakeError as exc:
             metrics.flush_failures.labels(tenant).inc()

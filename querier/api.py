@@ -21,7 +21,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from tracelake.asgi import Request, Response
 from tracelake.config import DEFAULT_TENANT, Config
 from tracelake.db import TraceDB
-from tracelake.errors import BackendError, BlockFormatError, InvalidInputError, InvalidTraceIDError
+from tracelake.errors import (
+    BackendError,
+    BlockFormatError,
+    InvalidInputError,
+    InvalidTraceIDError,
+    UnavailableError,
+)
 from tracelake.model.ids import parse_trace_id
 from tracelake.otlp.wire import len_field
 from tracelake.push import TENANT_HEADER, valid_tenant
@@ -157,6 +163,8 @@ class QueryAPI:
             return Response(exc.status, str(exc).encode(), TEXT)
         except (tags.TagError, InvalidInputError) as exc:
             return Response(400, str(exc).encode(), TEXT)
+        except UnavailableError as exc:  # too few ingesters answered: an answer could miss spans
+            return Response(503, str(exc).encode(), TEXT, headers=(("retry-after", "1"),))
         except BackendError as exc:  # the store failed or refused: worth retrying later
             log.warning("query failed: backend error", extra={"path": request.path, "error": str(exc)})
             return Response(503, f"object store error: {exc}".encode(), TEXT)

@@ -135,8 +135,42 @@ class StorageConfig(_Section):
     trace: TraceStorageConfig = TraceStorageConfig()
 
 
+class RingConfig(_Section):
+    """The ingesters' ring (Tempo's ``ingester.lifecycler.ring`` keys, plus the member list)."""
+
+    replication_factor: int = 1
+    # Ingester gRPC addresses: "host:port", or "dns+name:port" for every address of a name (a
+    # Kubernetes headless service), resolved again every dns_refresh_period.
+    members: list[str] = []
+    dns_refresh_period: float = 15.0
+
+    _d = _durations("dns_refresh_period")
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _rf_positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+
+class LifecyclerConfig(_Section):
+    ring: RingConfig = RingConfig()
+    num_tokens: int = 128  # virtual tokens per ingester
+
+
+class IngesterClientConfig(_Section):
+    """Calls from distributors and queriers to ingesters (Tempo's ``ingester_client``)."""
+
+    remote_timeout: float = 5.0
+
+    _d = _durations("remote_timeout")
+
+
 class IngesterConfig(_Section):
     """Tempo's ingester keys and defaults."""
+
+    lifecycler: LifecyclerConfig = LifecyclerConfig()
 
     # A trace that received no span for this long moves from the live traces to the head block.
     trace_idle_period: float = 10.0
@@ -313,6 +347,7 @@ class Config(_Section):
     ingester: IngesterConfig = IngesterConfig()
     server: ServerConfig = ServerConfig()
     distributor: DistributorConfig = DistributorConfig()
+    ingester_client: IngesterClientConfig = IngesterClientConfig()
     overrides: OverridesConfig = OverridesConfig()
     compactor: CompactorConfig = CompactorConfig()
     query_frontend: QueryFrontendConfig = QueryFrontendConfig()

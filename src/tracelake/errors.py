@@ -49,3 +49,7 @@ class BlockFormatError(TracelakeError):
 
 class TraceNotFoundError(TracelakeError):
     """No block holds the requested trace."""
+
+
+class UnavailableError(TracelakeError):
+    """Too few replicas answered to be sure of the result (HTTP 503: the client may retry)."""

@@ -38,6 +38,9 @@ class BlockReader:
         # answers derived from the block that callers keep with it (blocks never change)
         self.memo: dict[str, object] = {}
         self._lock = threading.Lock()
+        # One ParquetFile is not safe to read from two threads at once (concurrent trace-by-id
+        # requests on the same block failed with "ReadRangeCache did not find matching cache entry").
+        self._read_lock = threading.Lock()
 
     def _key(self, name: str) -> str:
         return keys.block_key(self.meta.tenant_id, self.meta.block_id, name)
@@ -99,8 +102,10 @@ class BlockReader:
         return from_block_rows(found) if found.num_rows else None
 
     def _read_row_group(self, group: int, columns: list[str] | None = None) -> pa.Table:
+        parquet = self.parquet()
         try:
-            return self.parquet().read_row_group(group, columns=columns, use_threads=False)
+            with self._read_lock:
+                return parquet.read_row_group(group, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
 
@@ -124,8 +129,10 @@ class BlockReader:
 
     def read_row_groups(self, groups: list[int], columns: list[str]) -> pa.Table:
         """Several row groups in one read (search): one call instead of one per group."""
+        parquet = self.parquet()
         try:
-            return self.parquet().read_row_groups(groups, columns=columns, use_threads=False)
+            with self._read_lock:
+                return parquet.read_row_groups(groups, columns=columns, use_threads=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise BlockFormatError(f"{self._where(keys.DATA)} is corrupt: {exc}") from exc
 

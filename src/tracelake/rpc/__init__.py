@@ -1,0 +1,1 @@
+"""The RPC between the roles: distributor -> ingesters (push) and querier -> ingesters (recent data)."""
