@@ -127,6 +127,8 @@ class TraceStorageConfig(_Section):
     # Bloom filter shards a reader keeps in memory (every block's, up to this; then least recently
     # used out). About 1.2 bytes per trace at a 1% false-positive rate.
     bloom_cache_max_bytes: int = 1 << 30
+    # Narrow block columns search keeps decoded (4-8 bytes per span and column; 0 = none).
+    search_cache_max_bytes: int = 512 << 20
 
     _d = _durations("blocklist_poll", "blocklist_poll_stale_tenant_index")
 

@@ -25,6 +25,7 @@ from tracelake.blocklist.tenant_index import (
 )
 from tracelake.bloom.cache import BloomCache
 from tracelake.config import TraceStorageConfig
+from tracelake.encoding.v1.column_cache import ColumnCache
 from tracelake.encoding.v1.create import write_block
 from tracelake.encoding.v1.find_trace import BlockReader
 from tracelake.errors import BlockFormatError
@@ -43,6 +44,7 @@ class TraceDB:
         self._block_lists = BlockListCache(backend, cfg.blocklist_poll, cfg.blocklist_poll_stale_tenant_index)
         self._pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="tracelake-lookup")
         self._blooms = BloomCache(cfg.bloom_cache_max_bytes)
+        self.columns = ColumnCache(cfg.search_cache_max_bytes)
         self._summaries: OrderedDict[str, pa.Table] = OrderedDict()
         self._summary_bytes = 0
         self._summaries_lock = threading.Lock()

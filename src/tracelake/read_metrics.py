@@ -20,3 +20,9 @@ bloom_cache_evictions = Counter(
     "tracelake_bloom_cache_evictions_total", "Bloom shards dropped to stay within the memory budget."
 )
 summary_cache_bytes = Gauge("tracelake_summary_cache_bytes", "Bytes of block summaries held for search.")
+search_cache_bytes = Gauge("tracelake_search_cache_bytes", "Bytes of block columns held decoded for search.")
+search_cache_requests = Counter(
+    "tracelake_search_cache_requests_total",
+    "Block column lookups by search, by whether memory held it.",
+    ["result"],
+)

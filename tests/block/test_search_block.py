@@ -44,13 +44,15 @@ def stored(tmp_path_factory: pytest.TempPathFactory):
     db.close()
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["from-parquet", "column-cache"])
 @pytest.mark.parametrize("text", QUERIES)
-def test_block_search_equals_whole_table_evaluation(stored, text: str, monkeypatch) -> None:
+def test_block_search_equals_whole_table_evaluation(stored, text: str, cached: bool, monkeypatch) -> None:
     db, meta, rows, summary = stored
     monkeypatch.setattr(block_search, "_ROWS_PER_READ", 1000)  # several reads per block
     limit = 15
     request = parse_search({"q": text, "limit": str(limit), "spss": "2"})
-    result = block_search.search_block(db.reader(meta), db.summary(meta), request)
+    cache = db.columns if cached else None
+    result = block_search.search_block(db.reader(meta), db.summary(meta), request, cache=cache)
 
     match = evaluate(parse(text), SpanFrame(rows))
     starts = summary["start_time_unix_nano"].to_numpy()
@@ -142,3 +144,30 @@ def test_ingester_memory_search_equals_whole_table_evaluation(text: str) -> None
     for hit in hits:
         t = trace_ids.index(hit.trace_id)
         assert hit.matched == int((match.spans & (frame.trace_of_row == t)).sum())
+
+
+def test_column_cache_keeps_columns_within_its_budget(stored) -> None:
+    """Whole columns come back equal to Parquet's, are read once, and the budget evicts the least
+    recently used."""
+    from prometheus_client import REGISTRY
+
+    from tracelake.encoding.v1.column_cache import ColumnCache
+
+    db, meta, _, _ = stored
+    reader = db.reader(meta)
+    size = ColumnCache(1 << 30).get(reader, "status_code").nbytes
+    cache = ColumnCache(max_bytes=2 * size)
+
+    def misses() -> float:
+        return REGISTRY.get_sample_value("tracelake_search_cache_requests_total", {"result": "miss"}) or 0.0
+
+    before = misses()
+    status = cache.get(reader, "status_code")
+    assert status.equals(reader.parquet().read(columns=["status_code"])["status_code"].combine_chunks())
+    cache.get(reader, "status_code")
+    assert misses() == before + 1  # the second time from memory
+    cache.get(reader, "kind")
+    cache.get(reader, "duration_nano")  # 8 bytes a span: over the budget, the oldest go
+    cache.get(reader, "status_code")
+    assert misses() == before + 4
+    assert not cache.cacheable(["name", "attributes"]) and cache.cacheable(["name", "resource"])

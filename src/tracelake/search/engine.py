@@ -68,7 +68,7 @@ def search(
         batch = metas[lo : lo + step]
 
         def one(meta: BlockMeta, newer_than: int | None = collector.kth_newest_start()) -> BlockSearchResult:
-            return search_block(db.reader(meta), db.summary(meta), request, newer_than)
+            return search_block(db.reader(meta), db.summary(meta), request, newer_than, db.columns)
 
         results = db.pool.map(one, batch) if len(batch) > 1 else [one(batch[0])]
         for result in results:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from tracelake.encoding.v1.column_cache import ColumnCache
 from tracelake.encoding.v1.find_trace import BlockReader
 from tracelake.search.frame_search import search_frame, summary_window_mask
 from tracelake.search.request import SearchRequest
@@ -38,11 +39,16 @@ class BlockSearchResult:
 
 
 def search_block(
-    reader: BlockReader, summary: pa.Table, request: SearchRequest, newer_than: int | None = None
+    reader: BlockReader,
+    summary: pa.Table,
+    request: SearchRequest,
+    newer_than: int | None = None,
+    cache: ColumnCache | None = None,
 ) -> BlockSearchResult:
     """Matching traces of the block, at most ``request.limit``, newest first. ``newer_than``: the
     search already holds ``limit`` traces starting at or after it, so older ones cannot enter the
-    answer and their row groups are not read."""
+    answer and their row groups are not read. With ``cache``, narrow columns are read once per block
+    and kept decoded; the whole block is then evaluated at once."""
     result = BlockSearchResult()
     starts = summary["start_time_unix_nano"].to_numpy()
     candidates = summary_window_mask(summary, request)
@@ -68,6 +74,16 @@ def search_block(
         present = [c for c in present if c != "resource"]  # no resource of the block has the keys
     flat_columns = [c for c in present if c != "attributes"]
     leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
+    if cache is not None and not nested and cache.cacheable(flat_columns):
+        table = pa.table({c: cache.get(reader, c) for c in flat_columns}) if flat_columns else None
+        rows = table.num_rows if table is not None else reader.meta.total_spans
+        frame = SpanFrame(table if table is not None else pa.table({"_": pa.nulls(rows)}), first_row)
+        result.inspected_bytes += int(sum(sizes[c].sum() for c in flat_columns))
+        result.inspected_traces += summary.num_rows
+        result.hits = search_frame(frame, summary, request, np.arange(rows), candidates)
+        if request.traceql:
+            result.inspected_bytes += _fill_spans(reader, result.hits, group_first, request, cache)
+        return result
     unread = np.ones(len(groups), bool)
     while True:
         # row groups holding the newest candidates first; once ``limit`` traces are held, only
@@ -103,7 +119,7 @@ def search_block(
         if len(result.hits) >= request.limit:
             candidates = candidates & (starts >= result.hits[-1].start_ns)
     if request.traceql:
-        result.inspected_bytes += _fill_spans(reader, result.hits, group_first, request)
+        result.inspected_bytes += _fill_spans(reader, result.hits, group_first, request, cache)
     return result
 
 
@@ -112,7 +128,11 @@ def _newest(hits: list[TraceHit], limit: int) -> list[TraceHit]:
 
 
 def _fill_spans(
-    reader: BlockReader, hits: list[TraceHit], group_first: np.ndarray, request: SearchRequest
+    reader: BlockReader,
+    hits: list[TraceHit],
+    group_first: np.ndarray,
+    request: SearchRequest,
+    cache: ColumnCache | None = None,
 ) -> int:
     """Id, name, start and duration of the listed spans, read from just their row groups (a search
     decides on the condition columns alone; the ``limit`` traces kept need these few rows)."""
@@ -122,12 +142,16 @@ def _fill_spans(
     rows = np.array([s.row for s in spans], np.int64)
     span_group = np.searchsorted(group_first, rows, side="right") - 1
     groups = np.unique(span_group).tolist()
-    table = reader.read_row_groups(groups, list(SPAN_DETAIL_COLUMNS))
     sizes = reader.column_chunk_sizes()
     lengths = np.array([reader.meta.row_groups[g].rows for g in groups], np.int64)
     offsets = dict(zip(groups, np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist(), strict=True))
     at = np.array([offsets[g] for g in span_group.tolist()], np.int64) + rows - group_first[span_group]
-    picked = table.take(pa.array(at)).to_pydict()
+    if cache is not None and cache.cacheable(list(SPAN_DETAIL_COLUMNS)):
+        whole = pa.table({c: cache.get(reader, c) for c in SPAN_DETAIL_COLUMNS})
+        picked = whole.take(pa.array(rows)).to_pydict()
+    else:
+        table = reader.read_row_groups(groups, list(SPAN_DETAIL_COLUMNS))
+        picked = table.take(pa.array(at)).to_pydict()
     for i, span in enumerate(spans):
         span.span_id = picked["span_id"][i]
         span.name = picked["name"][i] or ""
