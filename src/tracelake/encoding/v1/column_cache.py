@@ -30,6 +30,16 @@ class ColumnCache:
     def cacheable(self, columns: list[str]) -> bool:
         return self.max_bytes > 0 and not NOT_CACHED.intersection(columns)
 
+    def affordable(self, reader: BlockReader, columns: tuple[str, ...] | list[str]) -> bool:
+        """Whether keeping these columns of this block takes at most a twentieth of the budget (a
+        search lists a few spans: worth filling the cache for small blocks, not for big ones)."""
+        return reader.meta.total_spans * 8 * len(columns) <= self.max_bytes // 20
+
+    def peek(self, reader: BlockReader, column: str) -> pa.Array | None:
+        """The column if memory holds it, without reading or counting."""
+        with self._lock:
+            return self._columns.get((reader.meta.block_id, column))
+
     def get(self, reader: BlockReader, column: str) -> pa.Array:
         """The block's whole ``column`` as one array (dictionaries unified across row groups)."""
         key = (reader.meta.block_id, column)

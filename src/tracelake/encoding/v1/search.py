@@ -74,16 +74,7 @@ def search_block(
         present = [c for c in present if c != "resource"]  # no resource of the block has the keys
     flat_columns = [c for c in present if c != "attributes"]
     leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
-    if cache is not None and not nested and cache.cacheable(flat_columns):
-        table = pa.table({c: cache.get(reader, c) for c in flat_columns}) if flat_columns else None
-        rows = table.num_rows if table is not None else reader.meta.total_spans
-        frame = SpanFrame(table if table is not None else pa.table({"_": pa.nulls(rows)}), first_row)
-        result.inspected_bytes += int(sum(sizes[c].sum() for c in flat_columns))
-        result.inspected_traces += summary.num_rows
-        result.hits = search_frame(frame, summary, request, np.arange(rows), candidates)
-        if request.traceql:
-            result.inspected_bytes += _fill_spans(reader, result.hits, group_first, request, cache)
-        return result
+    cached = cache is not None and cache.cacheable(flat_columns)
     unread = np.ones(len(groups), bool)
     while True:
         # row groups holding the newest candidates first; once ``limit`` traces are held, only
@@ -97,7 +88,11 @@ def search_block(
         order = wanted[np.argsort(-newest[wanted].astype(np.int64), kind="stable")]
         batch = _first_batch(order, [groups[g].rows for g in order])
         unread[batch] = False
-        table = reader.read_row_groups(batch, flat_columns)
+        if cached:
+            assert cache is not None
+            table = _cached_rows(cache, reader, batch, flat_columns, group_first)
+        else:
+            table = reader.read_row_groups(batch, flat_columns)
         if nested:
             # one read per row group: Arrow cannot return nested columns of several groups at once
             parts = [reader.read_row_groups([g], leaves)["attributes"] for g in batch]
@@ -123,6 +118,21 @@ def search_block(
     return result
 
 
+def _cached_rows(
+    cache: ColumnCache, reader: BlockReader, batch: list[int], columns: list[str], group_first: np.ndarray
+) -> pa.Table:
+    """The batch's row groups of ``columns`` from the decoded columns kept in memory (zero-copy slices)."""
+    groups = reader.meta.row_groups
+    rows = sum(groups[g].rows for g in batch)
+    if not columns:  # nothing but trace boundaries needed: a table of the right length
+        return pa.table({"_rows": pa.nulls(rows)})
+    out = {}
+    for column in columns:
+        whole = cache.get(reader, column)
+        out[column] = pa.chunked_array([whole.slice(int(group_first[g]), groups[g].rows) for g in batch])
+    return pa.table(out)
+
+
 def _newest(hits: list[TraceHit], limit: int) -> list[TraceHit]:
     return sorted(hits, key=lambda h: -h.start_ns)[:limit]
 
@@ -146,8 +156,12 @@ def _fill_spans(
     lengths = np.array([reader.meta.row_groups[g].rows for g in groups], np.int64)
     offsets = dict(zip(groups, np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist(), strict=True))
     at = np.array([offsets[g] for g in span_group.tolist()], np.int64) + rows - group_first[span_group]
-    if cache is not None and cache.cacheable(list(SPAN_DETAIL_COLUMNS)):
-        whole = pa.table({c: cache.get(reader, c) for c in SPAN_DETAIL_COLUMNS})
+    held: list[pa.Array | None] = []
+    if cache is not None:  # small blocks: keep the columns; big ones: read the few rows needed
+        fill = cache.affordable(reader, SPAN_DETAIL_COLUMNS)
+        held = [cache.get(reader, c) if fill else cache.peek(reader, c) for c in SPAN_DETAIL_COLUMNS]
+    if held and all(h is not None for h in held):
+        whole = pa.table(dict(zip(SPAN_DETAIL_COLUMNS, held, strict=True)))
         picked = whole.take(pa.array(rows)).to_pydict()
     else:
         table = reader.read_row_groups(groups, list(SPAN_DETAIL_COLUMNS))
