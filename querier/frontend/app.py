@@ -1,71 +1,49 @@
-"""``tracelake query-frontend``: the frontend's HTTP server (Tempo's API on ``server.http_listen_port``,
-plus ``/ready``, ``/metrics``, ``/api/echo``, build info)."""
+"""``tracelake query-frontend``: the frontend's HTTP server — Tempo's API on ``server.http_listen_port``
+with every role's ``/ready``, ``/metrics``, ``/status``, ``/api/echo`` and build info — stopped cleanly
+by SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
-import uvicorn
-
-from tracelake.asgi import Request, Response, gzip_if_accepted, lifespan, send_response, status_response
 from tracelake.backend import open_backend
 from tracelake.config import Config
 from tracelake.db import TraceDB
 from tracelake.querier.frontend.api import FrontendAPI
 from tracelake.querier.frontend.pool import QuerierPool
+from tracelake.service import ServiceApp, uvicorn_server
 
 log = logging.getLogger("tracelake.frontend")
-
-
-class FrontendApp:
-    def __init__(self, api: FrontendAPI, executor: ThreadPoolExecutor) -> None:
-        self.api = api
-        self.executor = executor
-
-    async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        request = Request.from_scope(scope)
-        await send_response(send, gzip_if_accepted(request, await self._respond(request)))
-
-    async def _respond(self, request: Request) -> Response:
-        if request.path == "/ready":
-            return Response(200, b"ready\n")
-        common = status_response(request.path)
-        if common is not None:
-            return common
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(self.executor, self.api.handle, request)
-        return response if response is not None else Response(404, b"not found\n")
 
 
 def run_frontend(cfg: Config) -> int:
     fe = cfg.query_frontend
     db = TraceDB(open_backend(cfg.storage.trace), cfg.storage.trace)
     pool = QuerierPool(fe.querier_addresses, fe.query_timeout, fe.max_retries)
-    app = FrontendApp(FrontendAPI(cfg, db, pool), ThreadPoolExecutor(16, thread_name_prefix="frontend"))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=cfg.server.http_listen_address,
-            port=cfg.server.http_listen_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
+    executor = ThreadPoolExecutor(16, thread_name_prefix="frontend")
+    view = {"querier_addresses": fe.querier_addresses, "queriers": [f"{h}:{p}" for h, p in pool.members()]}
+    app = ServiceApp(cfg, lambda: None, [FrontendAPI(cfg, db, pool)], executor, ring_view=lambda: view)
+    endpoint = f"{cfg.server.http_listen_address}:{cfg.server.http_listen_port}"
+    server = uvicorn_server(app, endpoint, cfg.server.graceful_shutdown_timeout)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        log.info(
+            "query-frontend listening",
+            extra={"endpoint": endpoint, "queriers": ",".join(fe.querier_addresses)},
         )
-    )
-    log.info(
-        "query-frontend listening",
-        extra={"port": cfg.server.http_listen_port, "queriers": ",".join(fe.querier_addresses)},
-    )
+        await server.serve()
+
     try:
-        server.run()  # until SIGTERM/SIGINT
+        asyncio.run(serve())
     finally:
         pool.close()
+        executor.shutdown(wait=False, cancel_futures=True)
         db.close()
+    log.info("query-frontend stopped")
     return 0

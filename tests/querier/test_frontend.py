@@ -65,7 +65,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     try:
         yield frontend, queriers, trace_ids
     finally:
-        for server in (frontend, *queriers):
+        assert frontend.stop() == 0  # SIGTERM: a clean exit
+        for server in queriers:
             if server.proc and server.proc.poll() is None:
                 server.stop()
 
@@ -108,6 +109,8 @@ def test_frontend_answers_as_one_querier_does(cluster) -> None:
     status, _, body = get(frontend, "/api/search?q=%7B%20nope")
     assert status == 400 and b"parse error" in body
     assert frontend.metric("tracelake_query_frontend_jobs_total", op="trace_by_id") >= 15 * 2 * 4
+    status = json.loads(get(frontend, "/status")[2])
+    assert status["ready"] and len(status["ring"]["queriers"]) == 2
 
 
 def test_a_dead_querier_changes_nothing_but_retries(cluster) -> None:
