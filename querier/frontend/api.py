@@ -127,8 +127,6 @@ class FrontendAPI:
         )
         tables = []
         for answer in answers:
-            if isinstance(answer, Exception):
-                raise JobFailed(str(answer))
             if answer.status == 200:
                 tables.append(decode_otlp(answer.body).table)
             elif answer.status != 404:
@@ -174,8 +172,6 @@ class FrontendAPI:
             )
             pending = []
             for answer in answers:
-                if isinstance(answer, Exception):
-                    raise JobFailed(str(answer))
                 if answer.status != 200:
                     return _passed_on(answer)
                 body = json.loads(answer.body)

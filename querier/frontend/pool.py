@@ -10,10 +10,8 @@ copies in flight) and the first answer wins.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import itertools
-import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from tracelake.querier.frontend import metrics
+from tracelake.ring.members import MemberSource
 
 _RESOLVE_SECONDS = 15.0
 _DOWN_SECONDS = 5.0  # a querier that refused a connection is avoided this long
@@ -49,16 +48,9 @@ class JobFailed(Exception):
     """Every attempt of a job failed; the message says how the last one did."""
 
 
-def resolve(addresses: list[str]) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for address in addresses:
-        name, _, port = address.removeprefix("dns+").rpartition(":")
-        if address.startswith("dns+"):
-            found = {info[4][0] for info in socket.getaddrinfo(name, int(port), type=socket.SOCK_STREAM)}
-            out += [(ip, int(port)) for ip in sorted(found)]
-        else:
-            out.append((name, int(port)))
-    return out
+def _host_port(member: str) -> tuple[str, int]:
+    host, _, port = member.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class QuerierPool:
@@ -70,6 +62,7 @@ class QuerierPool:
         self._jobs = ThreadPoolExecutor(threads, thread_name_prefix="frontend-job")
         self._attempts = ThreadPoolExecutor(threads * 2, thread_name_prefix="frontend-attempt")
         self._lock = threading.Lock()
+        self._source = MemberSource(addresses)  # static and dns+ entries, as the ingesters' ring
         self._members: list[tuple[str, int]] = []
         self._resolved_at = 0.0
         self._turn = itertools.count()
@@ -82,8 +75,8 @@ class QuerierPool:
     def members(self) -> list[tuple[str, int]]:
         with self._lock:
             if not self._members or time.monotonic() - self._resolved_at > _RESOLVE_SECONDS:
-                with contextlib.suppress(OSError):  # keep the last good list through a DNS hiccup
-                    self._members = resolve(self.addresses) or self._members
+                # a DNS hiccup keeps the last answer (MemberSource logs it)
+                self._members = [_host_port(m) for m in self._source.members()] or self._members
                 self._resolved_at = time.monotonic()
             return list(self._members)
 
@@ -169,15 +162,8 @@ class QuerierPool:
                 copies += 1
         raise JobFailed(str(error))
 
-    def run_all(
-        self, jobs: list[Job], hedge_at: float | None = None, hedge_up_to: int = 1
-    ) -> list[Answer | Exception]:
-        """Every job at once; each entry is its answer or the error that ended it."""
+    def run_all(self, jobs: list[Job], hedge_at: float | None = None, hedge_up_to: int = 1) -> list[Answer]:
+        """Every job at once, answers in job order; raises JobFailed when one fails every attempt (a
+        partial answer would be silently wrong)."""
         futures = [self._jobs.submit(self.run, job, hedge_at, hedge_up_to) for job in jobs]
-        out: list[Answer | Exception] = []
-        for future in futures:
-            try:
-                out.append(future.result())
-            except JobFailed as exc:
-                out.append(exc)
-        return out
+        return [future.result() for future in futures]
