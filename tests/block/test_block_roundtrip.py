@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import uuid
@@ -127,3 +128,60 @@ def test_corrupt_bloom_gives_a_block_format_error(backend: Backend) -> None:
     backend.write(keys.block_key("single-tenant", meta.block_id, "bloom-0"), b"garbage")
     with pytest.raises(BlockFormatError):
         BlockReader(backend, meta).find_trace(bytes.fromhex(meta.min_id))
+
+
+class _CountingFile(io.RawIOBase):
+    """A block's data.parquet where every read is one request, as against S3."""
+
+    def __init__(self, data: bytes, log: list[int]) -> None:
+        self._file = io.BytesIO(data)
+        self._log = log
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        read = self._file.readinto(buffer)
+        self._log.append(read)
+        return read
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_a_lookup_reads_its_row_group_in_one_request_where_reads_are_round_trips(
+    tmp_path, coalesce: bool
+) -> None:
+    """On S3 each read is a GET: a present trace costs one read of its row group (not one per column
+    chunk, 40-odd), while a local file may probe the trace_id column first."""
+    from tracelake.backend.local import LocalBackend
+
+    requests: list[int] = []
+
+    class Remote(LocalBackend):
+        coalesce_reads = coalesce
+
+        def open_input_file(self, key: str) -> pa.NativeFile:
+            return pa.PythonFile(_CountingFile(self.read(key), requests), mode="r")
+
+    backend = Remote(tmp_path)
+    meta, payloads = _synthetic_block(backend, traces=400, cfg=BlockConfig(parquet_row_group_size_spans=500))
+    assert len(meta.row_groups) > 2
+    reader = BlockReader(backend, meta)
+    reader.parquet()  # the footer, read once per block and kept
+    trace_ids = sorted({t for p in payloads for t in _trace_ids(ExportTraceServiceRequest.FromString(p))})
+    for trace_id in random.Random(3).sample(trace_ids, 5):
+        requests.clear()
+        found = reader.find_trace(trace_id)
+        assert found is not None and set(found["trace_id"].to_pylist()) == {trace_id}
+        if coalesce:
+            assert len(requests) == 1
+        else:  # the probe, then one read per column chunk
+            assert len(requests) > 10

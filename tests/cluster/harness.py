@@ -108,18 +108,32 @@ class Role:
 class Cluster:
     ingesters: list[Role]
     distributor: Role
-    querier: Role
+    queriers: list[Role]
+    frontend: Role | None = None
+    # Started by the test when it wants compaction to begin (``start_compactor``), not with the rest.
+    compactor: Role | None = None
+
+    @property
+    def querier(self) -> Role:
+        return self.queriers[0]
 
     @property
     def roles(self) -> list[Role]:
-        return [*self.ingesters, self.distributor, self.querier]
+        optional = [r for r in (self.frontend, self.compactor) if r is not None]
+        return [*self.ingesters, self.distributor, *self.queriers, *optional]
 
     def start(self) -> Cluster:
-        for role in self.roles:
+        first = [r for r in self.roles if r is not self.compactor]
+        for role in first:
             role.start()
-        for role in self.roles:
+        for role in first:
             role.wait_ready()
         return self
+
+    def start_compactor(self) -> Role:
+        assert self.compactor is not None
+        self.compactor.start().wait_ready()
+        return self.compactor
 
     def stop(self) -> None:
         for role in self.roles:
@@ -139,8 +153,13 @@ def make_cluster(
     ingesters: int = 3,
     replication_factor: int = 3,
     extra: dict | None = None,
+    queriers: int = 1,
+    frontend: dict | None = None,
+    compactor: dict | None = None,
 ) -> Cluster:
-    """``ingesters`` ingester processes, a distributor (OTLP/HTTP and gRPC) and a querier."""
+    """``ingesters`` ingester processes, a distributor (OTLP/HTTP and gRPC) and ``queriers`` queriers;
+    a query-frontend over the queriers when ``frontend`` (its ``query_frontend`` keys) is given, and a
+    compactor (not started) when ``compactor`` (its ``compactor`` keys) is given."""
     grpc_ports = [free_port() for _ in range(ingesters)]
     common: dict[str, Any] = {
         "storage": {"trace": {**storage, "blocklist_poll": "500ms"}},
@@ -166,6 +185,11 @@ def make_cluster(
         _merge(out, overrides)
         return out
 
+    def api_role(name: str, command: str, **overrides: Any) -> Role:
+        port = free_port()
+        cfg = config(server={"http_listen_port": port}, **overrides)
+        return Role(name, command, root, cfg, {"api": port})
+
     roles: list[Role] = []
     for i, grpc_port in enumerate(grpc_ports):
         api = free_port()
@@ -190,6 +214,12 @@ def make_cluster(
         config(server={"http_listen_port": ports["api"]}, distributor={"receivers": receivers}),
         ports,
     )
-    q_port = free_port()
-    querier = Role("querier", "querier", root, config(server={"http_listen_port": q_port}), {"api": q_port})
-    return Cluster(roles, distributor, querier)
+    query_roles = [api_role(f"querier-{i}", "querier") for i in range(queriers)]
+    frontend_role = None
+    if frontend is not None:
+        addresses = [f"127.0.0.1:{q.ports['api']}" for q in query_roles]
+        frontend_role = api_role(
+            "query-frontend", "query-frontend", query_frontend={**frontend, "querier_addresses": addresses}
+        )
+    compactor_role = None if compactor is None else api_role("compactor", "compactor", compactor=compactor)
+    return Cluster(roles, distributor, query_roles, frontend_role, compactor_role)

@@ -134,6 +134,9 @@ class Backend(ABC):
     """
 
     description: str
+    # Every read is a network round trip (S3): readers coalesce a Parquet row group's column chunks
+    # into one request (pre_buffer) and skip probe reads. Local files answer small reads cheaply.
+    coalesce_reads: bool = False
 
     @abstractmethod
     def read(self, key: str, byte_range: ByteRequest | None = None) -> bytes:

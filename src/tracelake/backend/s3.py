@@ -147,6 +147,8 @@ def _find_client_error(exc: BaseException) -> ClientError | None:
 class S3Backend(Backend):
     """Objects under ``s3://bucket/prefix``; the prefix is added to keys and stripped from listings."""
 
+    coalesce_reads = True
+
     def __init__(self, cfg: S3StorageConfig, *, upload_threads: int = UPLOAD_THREADS) -> None:
         if not cfg.bucket:
             raise ConfigError("storage.trace.s3.bucket is empty: set the bucket to store blocks in")
