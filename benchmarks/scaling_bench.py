@@ -3,19 +3,21 @@ processes behind one distributor, and trace by ID p50/p99 with 1, 2 and 4 querie
 query-frontend, with the CPU each role used, so that the cost of each role per span and per lookup
 is known and the scaling curve is visible.
 
-    python benchmarks/scaling_bench.py [--quick] [--spans 300000] [--senders 4]
-        [--ingesters 1,2,4] [--replication-factor 1] [--queriers 1,2,4] [--lookups 300]
+    python benchmarks/scaling_bench.py [--quick] [--spans 1000000] [--senders 4]
+        [--traces-per-request 100] [--ingesters 1,2,4] [--replication-factor 1]
+        [--queriers 1,2,4] [--lookups 300] [--clients 4]
 
 Every role is its own process (``tracelake --config X.yaml <role>``) on loopback over a local
 directory as the object store. CPU-seconds are utime+stime from ``/proc`` between the start and the
 end of the timed phase (process start-up is excluded); they are the robust figure on a shared
 machine, wall-clock rates are not.
 
-Ingest: requests of 100 traces (10 spans each) are generated once, then sent as fast as they are
-accepted by ``--senders`` processes over keep-alive OTLP/HTTP, retrying 429/503. Each ingester count
-runs with ``--replication-factor`` (1 by default) and one more row is 3 ingesters with rf 3, Tempo's
-production shape. Ingesters cut blocks while receiving (max_block_duration 5s) and are then SIGTERMed,
-which writes everything they still hold: "incl. blocks" is the whole cost of a span in an ingester.
+Ingest: requests of 100 traces of 10 spans (``--traces-per-request``) are generated once, then
+sent as fast as they are accepted by ``--senders`` processes over keep-alive OTLP/HTTP, retrying
+429/503. Each ingester count runs with ``--replication-factor`` (1 by default); one more row is 3
+ingesters with rf 3, Tempo's production shape. Ingesters cut blocks while receiving
+(max_block_duration 5s) and are then SIGTERMed, which writes everything they still hold: "incl.
+blocks" is the whole cost of a span in the ingesters.
 
 Trace by ID: one data set of ``--query-blocks`` blocks written straight to the store, two idle
 ingesters in the ring (each lookup asks them, as it does in production), then ``--clients`` threads
@@ -44,7 +46,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tracelake.synth import SynthConfig, generate_request_bytes
 
-TRACES_PER_REQUEST = 100
 SPANS_PER_TRACE = (10, 10)
 
 
@@ -154,12 +155,10 @@ def _send(port: int, payloads: list[tuple[bytes, int]], go: Any, out: Any) -> No
     out.put(result)
 
 
-def _payloads(spans: int) -> list[tuple[bytes, int]]:
-    """Request bodies of ``TRACES_PER_REQUEST`` traces and their span counts, generated once."""
-    traces = max(TRACES_PER_REQUEST, spans // SPANS_PER_TRACE[0])
-    cfg = SynthConfig(
-        traces=traces, spans_per_trace=SPANS_PER_TRACE, traces_per_request=TRACES_PER_REQUEST, seed=6
-    )
+def _payloads(spans: int, per_request: int) -> list[tuple[bytes, int]]:
+    """Request bodies of ``per_request`` traces and their span counts, generated once."""
+    traces = max(per_request, spans // SPANS_PER_TRACE[0])
+    cfg = SynthConfig(traces=traces, spans_per_trace=SPANS_PER_TRACE, traces_per_request=per_request, seed=6)
     out = []
     for payload in generate_request_bytes(cfg):
         request = ExportTraceServiceRequest.FromString(payload)
@@ -231,10 +230,10 @@ def run_ingest(
         )
 
 
-def print_ingest(rows: list[IngestRow], senders: int, fsync: str) -> None:
+def print_ingest(rows: list[IngestRow], args: argparse.Namespace) -> None:
     print(
-        f"\nIngest: {senders} sender processes, OTLP/HTTP protobuf, {TRACES_PER_REQUEST} traces x "
-        f"{SPANS_PER_TRACE[0]} spans per request, WAL fsync={fsync}; CPU-s while sending, and the "
+        f"\nIngest: {args.senders} sender processes, OTLP/HTTP protobuf, {args.traces_per_request} traces x "
+        f"{SPANS_PER_TRACE[0]} spans per request, WAL fsync={args.fsync}; CPU-s while sending, and the "
         "ingesters' incl. writing every block after SIGTERM\n"
     )
     head = [
@@ -434,7 +433,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="a small run (about a minute)")
-    parser.add_argument("--spans", type=int, default=300_000, help="spans sent per ingest row")
+    parser.add_argument("--spans", type=int, default=1_000_000, help="spans sent per ingest row")
+    parser.add_argument("--traces-per-request", type=int, default=100)
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--ingesters", type=_ints, default=[1, 2, 4])
     parser.add_argument("--replication-factor", type=int, default=1)
@@ -455,7 +455,7 @@ def main() -> int:
         shapes.append((3, 3))  # Tempo's production shape
     with tempfile.TemporaryDirectory(prefix="tracelake-scaling-") as tmp:
         if not args.skip_ingest:
-            payloads = _payloads(args.spans)
+            payloads = _payloads(args.spans, args.traces_per_request)
             rows = []
             for count, rf in shapes:
                 print(f"ingest: {count} ingester(s), rf {rf} ...", flush=True)
@@ -464,11 +464,15 @@ def main() -> int:
                         Path(tmp, f"ingest-{count}-rf{rf}"), count, rf, payloads, args.senders, args.fsync
                     )
                 )
-            print_ingest(rows, args.senders, args.fsync)
+            print_ingest(rows, args)
         if not args.skip_query:
             query_part(Path(tmp, "query"), args)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every role was already stopped on the way out
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
