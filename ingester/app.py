@@ -214,6 +214,7 @@ class WritePathServer:
             flushed = await loop.run_in_executor(
                 None, self.ingester.shutdown, max(0.0, deadline - time.monotonic())
             )
+        self.flushed = flushed  # run_server leaves with os._exit only when a block write is stuck
         api.should_exit = True
         await asyncio.wait(tasks[:1], timeout=2)
         self.executor.shutdown(wait=False, cancel_futures=True)

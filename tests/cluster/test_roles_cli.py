@@ -57,3 +57,63 @@ def test_a_replication_factor_below_one_is_a_config_error(tmp_path: Path) -> Non
     config.write_text("ingester:\n  lifecycler:\n    ring:\n      replication_factor: 0\n")
     with pytest.raises(ConfigError, match="replication_factor"):
         load_config(config)
+
+
+@pytest.mark.parametrize("role", ["ingester", "distributor"])
+def test_a_role_that_flushed_everything_exits_through_the_interpreter(tmp_path: Path, role: str) -> None:
+    """SIGTERM after a complete flush ends as a normal interpreter exit (atexit handlers run: coverage
+    and profilers write their files); only a stuck block write may leave with ``os._exit``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import yaml
+
+    from tests.conftest import free_port
+
+    api, grpc_port = free_port(), free_port()
+    config = tmp_path / "role.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {
+                    "http_listen_address": "127.0.0.1",
+                    "http_listen_port": api,
+                    "grpc_listen_port": grpc_port,
+                },
+                "distributor": {
+                    "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{free_port()}"}}}}
+                },
+                "ingester": {"lifecycler": {"ring": {"members": [f"127.0.0.1:{grpc_port}"]}}},
+                "storage": {
+                    "trace": {
+                        "local": {"path": str(tmp_path / "blocks")},
+                        "wal": {"path": str(tmp_path / "wal")},
+                    }
+                },
+            }
+        )
+    )
+    marker = tmp_path / "atexit-ran"
+    code = (
+        f"import atexit, sys; atexit.register(lambda: open({str(marker)!r}, 'w').close()); "
+        f"from tracelake.cli.main import main; sys.exit(main(['--config', {str(config)!r}, {role!r}]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{api}/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert marker.exists()
