@@ -38,15 +38,30 @@ SUMMARY_SCHEMA = pa.schema(
 
 def summarize(sorted_spans: pa.Table) -> pa.Table:
     """Summary rows for a span table sorted by trace id (``layout.sort_spans``)."""
+    start = sorted_spans["start_time_unix_nano"].to_numpy()
+    end = sorted_spans["end_time_unix_nano"].to_numpy()
+    parentless = pc.binary_length(sorted_spans["parent_span_id"]).to_numpy() == 0
+    return _summarize(sorted_spans, start, end, parentless)
+
+
+def summarize_rows(rows: pa.Table) -> pa.Table:
+    """``summarize`` for the block rows of ``data.parquet`` (``layout.to_block_rows``) of whole traces."""
+    start = rows["start_time_unix_nano"].to_numpy()
+    end = start + rows["duration_nano"].to_numpy()  # uint64 wraps back
+    parentless = np.asarray(pc.and_(rows["parent_index"].is_null(), rows["parent_span_id"].is_null()))
+    return _summarize(rows, start, end, parentless)
+
+
+def _summarize(
+    sorted_spans: pa.Table, start: np.ndarray, end: np.ndarray, parentless: np.ndarray
+) -> pa.Table:
     n = sorted_spans.num_rows
+    if n == 0:
+        return SUMMARY_SCHEMA.empty_table()
     new_trace = trace_starts(id_matrix(sorted_spans["trace_id"]))
     first_rows = np.flatnonzero(new_trace)
     trace_of_row = np.cumsum(new_trace) - 1
-    start = sorted_spans["start_time_unix_nano"].to_numpy()
-    end = sorted_spans["end_time_unix_nano"].to_numpy()
     is_error = (sorted_spans["status_code"].to_numpy() == STATUS_ERROR).astype(np.int32)
-    if n == 0:
-        return SUMMARY_SCHEMA.empty_table()
     trace_start = np.minimum.reduceat(start, first_rows)
     trace_end = np.maximum.reduceat(end, first_rows)
     span_count = np.diff(np.append(first_rows, n)).astype(np.int32)
@@ -54,9 +69,8 @@ def summarize(sorted_spans: pa.Table) -> pa.Table:
     # The root is a trace's earliest span without a parent (rows are sorted by start within a
     # trace); a trace whose root has not arrived has none: null root service and name, which the
     # API shows as Tempo does ("<root span not yet received>") and another block may fill in.
-    parent_len = pc.binary_length(sorted_spans["parent_span_id"]).to_numpy()
     root_rows = first_rows.copy()
-    roots = np.flatnonzero(parent_len == 0)
+    roots = np.flatnonzero(parentless)
     traces_with_root, first_root = np.unique(trace_of_row[roots], return_index=True)
     root_rows[traces_with_root] = roots[first_root]
     has_root = np.zeros(len(first_rows), bool)
