@@ -146,11 +146,20 @@ def merge_rows(parts: list[pa.Table], stats: MergeStats) -> pa.Table:
     end = start + table["duration_nano"].to_numpy()  # uint64 wraps back: the span's end time
     span_key = _u64_keys(id_matrix(table["span_id"]))
     order = np.lexsort([end, *span_key[::-1], start, *_u64_keys(trace_ids)[::-1]])
-    duplicate = _duplicates(table, order, trace_ids, span_key[0], start, parent_ids, has_parent)
+    same_key = np.zeros(n, bool)
+    same_key[1:] = (
+        (trace_ids[order[1:]] == trace_ids[order[:-1]]).all(axis=1)
+        & (span_key[0][order[1:]] == span_key[0][order[:-1]])
+        & (start[order[1:]] == start[order[:-1]])
+    )
+    in_order = bool((order[1:] > order[:-1]).all())
+    if same_key.any() or not in_order:
+        table = table.combine_chunks()
+    duplicate = _duplicates(table, order, same_key, parent_ids, has_parent)
     keep = order[~duplicate] if duplicate.any() else order
     dropped = n - len(keep)
-    if len(keep) != n or (keep != np.arange(n)).any():
-        table = table.combine_chunks().take(pa.array(keep))
+    if not in_order or dropped:
+        table = table.take(pa.array(keep))
         trace_ids, parent_ids, has_parent = trace_ids[keep], parent_ids[keep], has_parent[keep]
     merged_trace = trace_starts(trace_ids)
     parent_index, parent_span_id = resolve_parents(
@@ -168,60 +177,120 @@ def merge_rows(parts: list[pa.Table], stats: MergeStats) -> pa.Table:
 
 
 def _duplicates(
-    table: pa.Table,
-    order: np.ndarray,
-    trace_ids: np.ndarray,
-    span_key: np.ndarray,
-    start: np.ndarray,
-    parent_ids: np.ndarray,
-    has_parent: np.ndarray,
+    table: pa.Table, order: np.ndarray, same_key: np.ndarray, parent_ids: np.ndarray, has_parent: np.ndarray
 ) -> np.ndarray:
-    """``duplicate_rows`` for block rows: a mask over ``order`` (positions in merge order)."""
+    """``duplicate_rows`` for block rows (one chunk per column when ``same_key`` has a run): a mask
+    over ``order`` (the rows in merge order; ``same_key``: the row has the previous one's trace id,
+    span id and start). The parent is compared as the parent span id."""
     n = len(order)
     out = np.zeros(n, bool)
-    if n < 2:
-        return out
-    t, s, st = trace_ids[order], span_key[order], start[order]
-    same_key = np.zeros(n, bool)
-    same_key[1:] = (t[1:] == t[:-1]).all(axis=1) & (s[1:] == s[:-1]) & (st[1:] == st[:-1])
     if not same_key.any():
         return out
-    # Only the rows of runs take part; their span ids are compared again with the full id below.
-    in_run = same_key.copy()
+    in_run = same_key.copy()  # only the rows of runs take part
     in_run[:-1] |= same_key[1:]
-    run_rows = order[in_run]
-    subset = table.take(pa.array(run_rows))
     parent = pa.Array.from_buffers(
         pa.binary(SPAN_ID_BYTES),
-        len(run_rows),
-        [
-            pa.array(has_parent[run_rows]).buffers()[1],
-            pa.py_buffer(np.ascontiguousarray(parent_ids[run_rows])),
-        ],
+        n,
+        [pa.array(has_parent).buffers()[1], pa.py_buffer(np.ascontiguousarray(parent_ids))],
     )
     skip = _KEY_COLUMNS | _PARENT_COLUMNS
-    columns = [subset[name].combine_chunks() for name in subset.column_names if name not in skip]
-    columns.append(parent)
-    out[in_run] = _run_duplicates(same_key[in_run], columns)
+    columns = [table[name].chunk(0) for name in table.column_names if name not in skip] + [parent]
+    columns.sort(key=_compare_cost)
+    out[in_run] = _run_duplicates(same_key[in_run], columns, order[in_run])
     return out
 
 
-def _run_duplicates(same_key: np.ndarray, columns: list[pa.Array]) -> np.ndarray:
+def _compare_cost(column: pa.Array) -> int:
+    """Cheap comparisons first: most candidates are exact copies, but a differing version of a span
+    usually differs in a small column (times, status, name)."""
+    kind = column.type
+    if pa.types.is_nested(kind):
+        return 2
+    if pa.types.is_binary(kind) or pa.types.is_string(kind):
+        return 1
+    return 0
+
+
+def _run_duplicates(
+    same_key: np.ndarray, columns: list[pa.Array], rows: np.ndarray | None = None
+) -> np.ndarray:
     """Rows equal in every one of ``columns`` to an earlier row of their run (``same_key``: the row
-    continues the previous row's run)."""
+    continues the previous row's run). Row i is ``rows[i]`` of the columns (default: i)."""
     n = len(same_key)
     out = np.zeros(n, bool)
-    rows = np.arange(n)
-    run_position = rows - np.maximum.accumulate(np.where(same_key, 0, rows))
+    position = np.arange(n)
+    rows = position if rows is None else rows
+    run_position = position - np.maximum.accumulate(np.where(same_key, 0, position))
     for distance in range(1, int(run_position.max()) + 1):
         here = np.flatnonzero((run_position >= distance) & ~out)
-        if not len(here):
-            continue
-        earlier, later = pa.array(here - distance), pa.array(here)
         same = np.ones(len(here), bool)
         for column in columns:
-            same &= values_equal(column.take(earlier), column.take(later))
+            alive = np.flatnonzero(same)
+            if not len(alive):
+                break
+            same[alive] = rows_equal(column, rows[here[alive] - distance], rows[here[alive]])
         out[here[same]] = True
+    return out
+
+
+def rows_equal(column: pa.Array, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``column[a] == column[b]`` element-wise, for any type (nested lists and structs included; floats
+    by bit pattern; null equals null). Validity, list offsets, dictionary indices and fixed-width
+    values are compared in numpy on the column's buffers; only variable-width values are taken."""
+    if column.null_count:
+        valid = np.asarray(column.is_valid())
+        va, vb = valid[a], valid[b]
+        out = va == vb
+        both = np.flatnonzero(out & va)
+        out[both] = _valid_rows_equal(column, a[both], b[both])
+        return out
+    return _valid_rows_equal(column, a, b)
+
+
+def _valid_rows_equal(column: pa.Array, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    kind = column.type
+    if not len(a):
+        return np.ones(0, bool)
+    if pa.types.is_dictionary(kind):
+        indices = column.indices  # a null index only at a null row, which is not compared here
+        indices = (pc.fill_null(indices, 0) if indices.null_count else indices).to_numpy()
+        return rows_equal(column.dictionary, indices[a], indices[b])
+    if pa.types.is_struct(kind):
+        out = np.ones(len(a), bool)
+        for i in range(kind.num_fields):
+            alive = np.flatnonzero(out)
+            if not len(alive):
+                break
+            out[alive] = rows_equal(column.field(i), a[alive], b[alive])
+        return out
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        offsets = column.offsets.to_numpy()
+        return _ragged_equal(offsets, a, b, lambda x, y: rows_equal(column.values, x, y))
+    if pa.types.is_fixed_size_binary(kind):
+        values = np.ascontiguousarray(id_matrix(column)).view(f"V{kind.byte_width}").ravel()
+    elif pa.types.is_floating(kind):  # bit patterns: NaN equals NaN, -0.0 differs from 0.0
+        values = column.to_numpy(zero_copy_only=False).view(f"i{kind.bit_width // 8}")
+    elif pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        values = column.to_numpy(zero_copy_only=False)
+    else:  # strings and binaries (a memcmp each), anything else: Arrow compares the taken values
+        return pc.equal(column.take(pa.array(a)), column.take(pa.array(b))).to_numpy(zero_copy_only=False)
+    return values[a] == values[b]
+
+
+def _ragged_equal(offsets: np.ndarray, a: np.ndarray, b: np.ndarray, equal) -> np.ndarray:
+    """Equality of variable-length values (``offsets`` into child elements) of rows ``a`` and ``b``:
+    same length and ``equal(child positions of a, of b)`` for every element."""
+    start_a, start_b = offsets[a].astype(np.int64), offsets[b].astype(np.int64)
+    length = offsets[a + 1] - start_a
+    out = length == offsets[b + 1] - start_b
+    pairs = np.flatnonzero(out & (length > 0))
+    if not len(pairs):
+        return out
+    length = length[pairs]
+    segment = np.repeat(np.arange(len(pairs)), length)
+    within = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
+    same = equal(start_a[pairs][segment] + within, start_b[pairs][segment] + within)
+    out[pairs] = np.bincount(segment, weights=~same, minlength=len(pairs)) == 0
     return out
 
 
@@ -249,39 +318,6 @@ def duplicate_rows(table: pa.Table) -> np.ndarray:
         return out
     columns = [table[name].combine_chunks() for name in table.column_names if name not in _KEY_COLUMNS]
     return _run_duplicates(same_key, columns)
-
-
-def values_equal(x: pa.Array, y: pa.Array) -> np.ndarray:
-    """Element-wise "same value" of two arrays of one type, nested types included; null equals null."""
-    kind = x.type
-    both_null = np.asarray(pc.and_(x.is_null(), y.is_null()))
-    null_agree = np.asarray(pc.equal(x.is_null(), y.is_null()))
-    if pa.types.is_dictionary(kind):
-        return values_equal(x.dictionary_decode(), y.dictionary_decode())
-    if pa.types.is_struct(kind):
-        out = null_agree.copy()
-        for i in range(kind.num_fields):
-            out &= values_equal(x.field(i), y.field(i)) | both_null
-        return out
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        x_len = pc.fill_null(pc.list_value_length(x), -1).to_numpy()
-        y_len = pc.fill_null(pc.list_value_length(y), -1).to_numpy()
-        out = x_len == y_len  # -1 on both sides: both null
-        pairs = np.flatnonzero(out & (x_len > 0))
-        if len(pairs):
-            take = pa.array(pairs)
-            equal = values_equal(x.take(take).flatten(), y.take(take).flatten())
-            mismatches = np.concatenate([[0], np.cumsum(~equal)])
-            bounds = np.concatenate([[0], np.cumsum(x_len[pairs])])
-            out[pairs] = mismatches[bounds[1:]] == mismatches[bounds[:-1]]
-        return out
-    if pa.types.is_floating(kind):  # bit patterns: NaN equals NaN, -0.0 differs from 0.0
-        width = {16: np.int16, 32: np.int32, 64: np.int64}[kind.bit_width]
-        xv = pc.fill_null(x, 0).to_numpy(zero_copy_only=False).view(width)
-        yv = pc.fill_null(y, 0).to_numpy(zero_copy_only=False).view(width)
-        return ((xv == yv) & null_agree) | both_null
-    equal = pc.fill_null(pc.equal(x, y), False).to_numpy(zero_copy_only=False)
-    return equal | both_null
 
 
 def inputs_attribute_keys(inputs: list[BlockMeta]) -> dict[str, list[str] | None] | None:

@@ -96,20 +96,36 @@ def _summarize(
 def _service_stats(
     trace_of_row: np.ndarray, service: pa.ChunkedArray, is_error: np.ndarray, traces: int
 ) -> pa.Array:
-    grouped = (
-        pa.table({"trace": trace_of_row, "service": service, "error": is_error})
-        .group_by(["trace", "service"], use_threads=False)
-        .aggregate([("error", "count"), ("error", "sum")])
-        .sort_by([("trace", "ascending"), ("service", "ascending")])
+    """Per trace, (service, spans, errors) for each of its services, by service name (null last).
+
+    Grouped in numpy on (trace, rank of the service name): one sort of the rows' integer keys.
+    """
+    encoded = pc.dictionary_encode(
+        service.combine_chunks() if isinstance(service, pa.ChunkedArray) else service
     )
-    trace_col = grouped["trace"].to_numpy()
-    offsets = np.searchsorted(trace_col, np.arange(traces + 1)).astype(np.int32)
+    names = encoded.dictionary
+    distinct = len(names)
+    by_rank = np.asarray(pc.sort_indices(names), np.int64)  # names in order
+    rank = np.empty(distinct + 1, np.int64)
+    rank[by_rank] = np.arange(distinct)
+    rank[distinct] = distinct  # null: after every name
+    codes = rank[pc.fill_null(encoded.indices, distinct).to_numpy()]
+    key = trace_of_row.astype(np.int64) * (distinct + 1) + codes
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = (
+        np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+    )
+    span_count = np.diff(np.append(first, len(key))).astype(np.int32)
+    error_count = np.add.reduceat(is_error[order], first).astype(np.int32) if len(first) else span_count
+    group_trace, group_rank = np.divmod(key[first], distinct + 1)
+    named = group_rank < distinct
+    service_of_group = names.take(
+        pa.array(by_rank[np.where(named, group_rank, 0)] if distinct else group_rank, mask=~named)
+    )
+    offsets = np.searchsorted(group_trace, np.arange(traces + 1)).astype(np.int32)
     items = pa.StructArray.from_arrays(
-        [
-            grouped["service"].combine_chunks(),
-            grouped["error_count"].cast(pa.int32()).combine_chunks(),
-            grouped["error_sum"].cast(pa.int32()).combine_chunks(),
-        ],
+        [service_of_group, pa.array(span_count, pa.int32()), pa.array(error_count, pa.int32())],
         fields=list(SERVICE_STATS_TYPE),
     )
     return pa.ListArray.from_arrays(pa.array(offsets), items)
