@@ -120,7 +120,7 @@ def merge_sorted_inputs(
             if n:
                 parts.append(cursor.take(n))
         if parts:
-            yield merge_rows(parts, stats)
+            yield merge_step(parts, stats)
 
 
 def _u64_keys(ids: np.ndarray) -> list[np.ndarray]:
@@ -128,7 +128,7 @@ def _u64_keys(ids: np.ndarray) -> list[np.ndarray]:
     return list(np.ascontiguousarray(ids).view(">u8").astype(np.uint64).T)
 
 
-def merge_rows(parts: list[pa.Table], stats: MergeStats) -> pa.Table:
+def merge_step(parts: list[pa.Table], stats: MergeStats) -> pa.Table:
     """Block rows of whole traces from several inputs (each sorted by trace id and start) -> block rows
     in block order, exact duplicates once, ``parent_index`` recomputed within the merged traces.
 
