@@ -4,7 +4,9 @@ resolved across inputs, outputs readable by plain pyarrow, lookups unchanged, me
 from __future__ import annotations
 
 import itertools
+import struct
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -15,9 +17,16 @@ from tracelake.backend import Backend
 from tracelake.block import keys
 from tracelake.config import BlockConfig, TraceStorageConfig
 from tracelake.db import TraceDB
-from tracelake.encoding.v1.compactor import MergeStats, compact, duplicate_rows, merge_sorted_inputs
+from tracelake.encoding.v1.compactor import (
+    MergeStats,
+    compact,
+    duplicate_rows,
+    merge_sorted_inputs,
+    rows_equal,
+)
 from tracelake.encoding.v1.find_trace import BlockReader
 from tracelake.encoding.v1.layout import sort_spans, to_block_rows
+from tracelake.model.schema import ATTRIBUTE_TYPE
 
 CFG = BlockConfig(parquet_row_group_size_spans=300)
 
@@ -131,3 +140,62 @@ def test_merge_holds_at_most_two_batches_per_input(spans: pa.Table) -> None:
         emitted += table.num_rows
         assert pulled[0] - emitted <= len(parts) * (2 * batch + largest_trace)
     assert emitted == rows.num_rows == stats.spans_out
+
+
+def _bits(value):
+    """A Python value with floats as their bit patterns (NaN equals NaN, -0.0 differs from 0.0)."""
+    if isinstance(value, float):
+        return struct.pack("<d", value)
+    if isinstance(value, dict):
+        return {k: _bits(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_bits(v) for v in value]
+    return value
+
+
+def test_rows_equal_matches_python_equality() -> None:
+    """The numpy comparison of rows (offsets, validity, dictionary indices, values) agrees with
+    comparing the Python values, on sliced arrays with nulls, NaN, -0.0, repeated dictionary values
+    and nested lists of structs."""
+    rng = np.random.default_rng(0)
+    item = pa.field("item", ATTRIBUTE_TYPE, nullable=False)
+
+    def attributes():
+        if rng.random() < 0.2:
+            return None
+        return [
+            dict(
+                key=str(rng.integers(0, 3)),
+                type=int(rng.integers(0, 2)),
+                str=["", "a", "bb"][rng.integers(0, 3)],
+                int=int(rng.integers(0, 2)),
+                double=[0.0, -0.0, float("nan"), 1.5][rng.integers(0, 4)],
+                bytes=b"x" * int(rng.integers(0, 2)),
+            )
+            for _ in range(rng.integers(0, 3))
+        ]
+
+    def maybe(values):
+        return None if rng.random() < 0.2 else values[rng.integers(0, len(values))]
+
+    n = 40
+    for _ in range(50):
+        columns = [
+            pa.array([maybe(["", "a", "ab", "b"]) for _ in range(n)], pa.string()),
+            pa.array([maybe([0, 1, 2]) for _ in range(n)], pa.int64()),
+            pa.array([[0.0, -0.0, float("nan"), 2.0][rng.integers(0, 4)] for _ in range(n)], pa.float64()),
+            pa.array([maybe(["x", "y", "x"]) for _ in range(n)], pa.string()).dictionary_encode(),
+            pa.DictionaryArray.from_arrays(  # a dictionary holding "x" twice
+                pa.array(rng.integers(0, 3, n), pa.int32()), pa.array(["x", "y", "x"])
+            ),
+            pa.array([bytes([int(rng.integers(0, 2))]) * 4 for _ in range(n)], pa.binary(4)),
+            pa.array([attributes() for _ in range(n)], pa.list_(item)),
+            pa.array([bool(rng.integers(0, 2)) for _ in range(n)]),
+        ]
+        offset = int(rng.integers(0, 5))
+        for column in columns:
+            column = column.slice(offset, n - offset - 3)
+            a, b = rng.integers(0, len(column), 60), rng.integers(0, len(column), 60)
+            values = [_bits(v) for v in column.to_pylist()]
+            expected = [values[i] == values[j] for i, j in zip(a, b, strict=True)]
+            assert rows_equal(column, a, b).tolist() == expected, column.type

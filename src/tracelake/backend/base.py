@@ -185,6 +185,11 @@ class Backend(ABC):
     def open_input_file(self, key: str) -> pyarrow.NativeFile:
         """A random-access file for pyarrow.parquet; ObjectNotFoundError if absent."""
 
+    def open_scan_file(self, key: str) -> pyarrow.NativeFile:
+        """``open_input_file`` for a reader that goes through the object once (the compactor): a
+        backend may read it into buffers rather than map it, so its pages do not stay resident."""
+        return self.open_input_file(key)
+
     @abstractmethod
     def close(self) -> None:
         """Release clients and connections; the backend is not used afterwards."""

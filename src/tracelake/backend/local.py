@@ -246,6 +246,18 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise self._error("open", key, exc) from exc
 
+    def open_scan_file(self, key: str) -> pa.NativeFile:
+        # Reads into Arrow buffers: a memory map's file pages count in the process's RSS while
+        # mapped. An open file keeps reading the old inode if the object is replaced, as a memory
+        # map does.
+        path = self._path(key)
+        if path.is_dir():
+            raise ObjectNotFoundError(f"object {key} not found in {self.description}")
+        try:
+            return pa.OSFile(str(path), "r")
+        except OSError as exc:
+            raise self._error("open", key, exc) from exc
+
     # -- listings ------------------------------------------------------------------------------
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

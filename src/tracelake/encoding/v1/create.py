@@ -33,7 +33,7 @@ from tracelake.encoding.v1.layout import (
     sort_spans,
     to_block_rows,
 )
-from tracelake.encoding.v1.summary import SUMMARY_SCHEMA, summarize, summary_write_options, trace_ends
+from tracelake.encoding.v1.summary import SUMMARY_SCHEMA, summarize_rows, summary_write_options, trace_ends
 from tracelake.model.ids import id_matrix, trace_starts
 
 # Columns whose values repeat get dictionary pages. Ids, times and raw wire bytes are near-unique, and
@@ -100,7 +100,11 @@ class BlockWriter:
         compaction_level: int = 0,
         replaces: list[str] | None = None,
         block_id: str | None = None,
+        attribute_keys: dict[str, list[str] | None] | None = None,
     ) -> None:
+        """``attribute_keys`` (``{"span": ..., "resource": ...}``, None for more than
+        ``MAX_INDEXED_KEYS``) are the block's attribute keys when the caller knows them (a compaction:
+        the union of its inputs'); otherwise the writer collects them from the rows."""
         self.backend = backend
         self.tenant = tenant
         self.cfg = cfg
@@ -128,29 +132,39 @@ class BlockWriter:
         self._last_id: bytes | None = None
         # Attribute keys for meta.json (search skips blocks without a key); None past MAX_INDEXED_KEYS.
         self._keys: dict[str, set[str] | None] = {"span": set(), "resource": set()}
+        self._collect_keys = attribute_keys is None
+        if attribute_keys is not None:
+            self._keys = {kind: None if k is None else set(k) for kind, k in attribute_keys.items()}
 
     def add(self, sorted_spans: pa.Table) -> None:
         """Append whole traces (SPAN_SCHEMA, sorted by ``layout.sort_spans``), after every earlier one."""
-        if sorted_spans.num_rows == 0:
+        if sorted_spans.num_rows:
+            self.add_rows(to_block_rows(sorted_spans))
+
+    def add_rows(self, rows: pa.Table) -> None:
+        """Append whole traces as block rows (BLOCK_SCHEMA: ``layout.to_block_rows`` of spans sorted by
+        ``layout.sort_spans``), after every earlier one."""
+        if rows.num_rows == 0:
             return
-        first = sorted_spans["trace_id"][0].as_py()
+        first = rows["trace_id"][0].as_py()
         if self._last_id is not None and first <= self._last_id:
             raise ValueError("traces must be added in increasing trace-id order, each trace once")
-        self._last_id = sorted_spans["trace_id"][-1].as_py()
-        summary = summarize(sorted_spans)
-        for kind, find in (("span", generic_attribute_keys), ("resource", resource_attribute_keys)):
-            known = self._keys[kind]
-            found = None if known is None else find(sorted_spans)
-            union = None if known is None or found is None else known | set(found)
-            self._keys[kind] = union if union is not None and len(union) <= MAX_INDEXED_KEYS else None
+        self._last_id = rows["trace_id"][-1].as_py()
+        summary = summarize_rows(rows)
+        if self._collect_keys:
+            for kind, find in (("span", generic_attribute_keys), ("resource", resource_attribute_keys)):
+                known = self._keys[kind]
+                found = None if known is None else find(rows)
+                union = None if known is None or found is None else known | set(found)
+                self._keys[kind] = union if union is not None and len(union) <= MAX_INDEXED_KEYS else None
         if self.spans:
             index = summary.schema.get_field_index("first_row")
             first_row = pc.add(summary["first_row"], pa.scalar(self.spans, pa.int64()))
             summary = summary.set_column(index, summary.schema.field(index), first_row)
         self._add_summary(summary)
-        self._pending.append(to_block_rows(sorted_spans))
-        self._pending_rows += sorted_spans.num_rows
-        self.spans += sorted_spans.num_rows
+        self._pending.append(rows)
+        self._pending_rows += rows.num_rows
+        self.spans += rows.num_rows
         if self._pending_rows >= 2 * self.cfg.parquet_row_group_size_spans:
             self._flush_groups(final=False)
 
@@ -179,7 +193,10 @@ class BlockWriter:
         """Write full row groups from the pending rows; keep the last, partial one unless ``final``."""
         if not self._pending_rows:
             return
-        rows = pa.concat_tables(self._pending).unify_dictionaries().combine_chunks()
+        # Chunks are written as they are (the Parquet writer takes chunked columns); only dictionaries
+        # are unified, so a row group's dictionary columns share one dictionary (written directly).
+        rows = self._pending[0] if len(self._pending) == 1 else pa.concat_tables(self._pending)
+        rows = rows.unify_dictionaries()
         trace_ids = id_matrix(rows["trace_id"])
         cuts = row_group_cuts(trace_starts(trace_ids), self.cfg.parquet_row_group_size_spans)
         if not final and len(cuts) > 2:

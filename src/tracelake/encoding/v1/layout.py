@@ -78,19 +78,36 @@ def _keys(trace_ids: np.ndarray, span_ids: np.ndarray) -> pa.Array:
 def _parents(sorted_spans: pa.Table, new_trace: np.ndarray) -> tuple[pa.Array, pa.Array]:
     """(parent_index, parent_span_id) columns for spans sorted by trace."""
     n = sorted_spans.num_rows
-    trace_ids = id_matrix(sorted_spans["trace_id"])
-    span_ids = id_matrix(sorted_spans["span_id"])
     parent = sorted_spans["parent_span_id"].combine_chunks()
     offsets = np.frombuffer(parent.buffers()[1], dtype=np.int32)[parent.offset : parent.offset + n + 1]
     has_parent = np.diff(offsets) == SPAN_ID_BYTES
     rows = np.flatnonzero(has_parent)
     data = np.frombuffer(parent.buffers()[2], dtype=np.uint8) if parent.buffers()[2] else None
-    parent_ids = (
-        data[offsets[rows][:, None] + np.arange(SPAN_ID_BYTES)]
-        if len(rows)
-        else np.zeros((0, SPAN_ID_BYTES), np.uint8)
+    parent_ids = np.zeros((n, SPAN_ID_BYTES), np.uint8)
+    if len(rows):
+        parent_ids[rows] = data[offsets[rows][:, None] + np.arange(SPAN_ID_BYTES)]
+    return resolve_parents(
+        id_matrix(sorted_spans["trace_id"]),
+        id_matrix(sorted_spans["span_id"]),
+        parent_ids,
+        has_parent,
+        new_trace,
     )
-    found = pc.index_in(_keys(trace_ids[rows], parent_ids), value_set=_keys(trace_ids, span_ids))
+
+
+def resolve_parents(
+    trace_ids: np.ndarray,
+    span_ids: np.ndarray,
+    parent_ids: np.ndarray,
+    has_parent: np.ndarray,
+    new_trace: np.ndarray,
+) -> tuple[pa.Array, pa.Array]:
+    """(parent_index, parent_span_id) columns of rows sorted by trace, from each row's parent span id
+    (``parent_ids``, an (n, 8) matrix, meaningful where ``has_parent``): the parent's row within the
+    trace (its first row with that span id) when the trace holds it, else the id itself."""
+    n = len(trace_ids)
+    rows = np.flatnonzero(has_parent)
+    found = pc.index_in(_keys(trace_ids[rows], parent_ids[rows]), value_set=_keys(trace_ids, span_ids))
     found_np = pc.fill_null(found, -1).to_numpy()
     resolved = found_np >= 0
     index = np.zeros(n, np.int32)
@@ -100,7 +117,7 @@ def _parents(sorted_spans: pa.Table, new_trace: np.ndarray) -> tuple[pa.Array, p
     index_valid[rows[resolved]] = True
     unresolved = rows[~resolved]
     raw = np.zeros((n, SPAN_ID_BYTES), np.uint8)
-    raw[unresolved] = parent_ids[~resolved]
+    raw[unresolved] = parent_ids[unresolved]
     raw_valid = np.zeros(n, bool)
     raw_valid[unresolved] = True
     parent_index = pa.array(index, pa.int32(), mask=~index_valid)
@@ -111,6 +128,27 @@ def _parents(sorted_spans: pa.Table, new_trace: np.ndarray) -> tuple[pa.Array, p
         null_count=int(n - raw_valid.sum()),
     )
     return parent_index, parent_span_id
+
+
+def parent_ids_of_rows(rows: pa.Table, new_trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each block row's parent span id, as an (n, 8) matrix and a "has a parent" mask: the span id of
+    the row ``parent_index`` points to (within the row's trace; ``new_trace`` marks traces' first
+    rows), else ``parent_span_id``, else none. The inverse of ``resolve_parents``."""
+    n = rows.num_rows
+    span_ids = id_matrix(rows["span_id"])
+    parent = np.zeros((n, SPAN_ID_BYTES), np.uint8)
+    index = pc.fill_null(rows["parent_index"], -1).to_numpy()
+    has_index = index >= 0
+    at = np.flatnonzero(has_index)
+    parent[at] = span_ids[_first_row_of_trace(new_trace)[at] + index[at]]
+    raw = rows["parent_span_id"]
+    raw = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    has_raw = np.zeros(n, bool)
+    if raw.null_count < n:
+        has_raw = np.asarray(raw.is_valid()) & ~has_index
+        at = np.flatnonzero(has_raw)
+        parent[at] = id_matrix(raw)[at]
+    return parent, has_index | has_raw
 
 
 def to_block_rows(sorted_spans: pa.Table) -> pa.Table:

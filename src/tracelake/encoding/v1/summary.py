@@ -38,15 +38,30 @@ SUMMARY_SCHEMA = pa.schema(
 
 def summarize(sorted_spans: pa.Table) -> pa.Table:
     """Summary rows for a span table sorted by trace id (``layout.sort_spans``)."""
+    start = sorted_spans["start_time_unix_nano"].to_numpy()
+    end = sorted_spans["end_time_unix_nano"].to_numpy()
+    parentless = pc.binary_length(sorted_spans["parent_span_id"]).to_numpy() == 0
+    return _summarize(sorted_spans, start, end, parentless)
+
+
+def summarize_rows(rows: pa.Table) -> pa.Table:
+    """``summarize`` for the block rows of ``data.parquet`` (``layout.to_block_rows``) of whole traces."""
+    start = rows["start_time_unix_nano"].to_numpy()
+    end = start + rows["duration_nano"].to_numpy()  # uint64 wraps back
+    parentless = np.asarray(pc.and_(rows["parent_index"].is_null(), rows["parent_span_id"].is_null()))
+    return _summarize(rows, start, end, parentless)
+
+
+def _summarize(
+    sorted_spans: pa.Table, start: np.ndarray, end: np.ndarray, parentless: np.ndarray
+) -> pa.Table:
     n = sorted_spans.num_rows
+    if n == 0:
+        return SUMMARY_SCHEMA.empty_table()
     new_trace = trace_starts(id_matrix(sorted_spans["trace_id"]))
     first_rows = np.flatnonzero(new_trace)
     trace_of_row = np.cumsum(new_trace) - 1
-    start = sorted_spans["start_time_unix_nano"].to_numpy()
-    end = sorted_spans["end_time_unix_nano"].to_numpy()
     is_error = (sorted_spans["status_code"].to_numpy() == STATUS_ERROR).astype(np.int32)
-    if n == 0:
-        return SUMMARY_SCHEMA.empty_table()
     trace_start = np.minimum.reduceat(start, first_rows)
     trace_end = np.maximum.reduceat(end, first_rows)
     span_count = np.diff(np.append(first_rows, n)).astype(np.int32)
@@ -54,9 +69,8 @@ def summarize(sorted_spans: pa.Table) -> pa.Table:
     # The root is a trace's earliest span without a parent (rows are sorted by start within a
     # trace); a trace whose root has not arrived has none: null root service and name, which the
     # API shows as Tempo does ("<root span not yet received>") and another block may fill in.
-    parent_len = pc.binary_length(sorted_spans["parent_span_id"]).to_numpy()
     root_rows = first_rows.copy()
-    roots = np.flatnonzero(parent_len == 0)
+    roots = np.flatnonzero(parentless)
     traces_with_root, first_root = np.unique(trace_of_row[roots], return_index=True)
     root_rows[traces_with_root] = roots[first_root]
     has_root = np.zeros(len(first_rows), bool)
@@ -82,20 +96,36 @@ def summarize(sorted_spans: pa.Table) -> pa.Table:
 def _service_stats(
     trace_of_row: np.ndarray, service: pa.ChunkedArray, is_error: np.ndarray, traces: int
 ) -> pa.Array:
-    grouped = (
-        pa.table({"trace": trace_of_row, "service": service, "error": is_error})
-        .group_by(["trace", "service"], use_threads=False)
-        .aggregate([("error", "count"), ("error", "sum")])
-        .sort_by([("trace", "ascending"), ("service", "ascending")])
+    """Per trace, (service, spans, errors) for each of its services, by service name (null last).
+
+    Grouped in numpy on (trace, rank of the service name): one sort of the rows' integer keys.
+    """
+    encoded = pc.dictionary_encode(
+        service.combine_chunks() if isinstance(service, pa.ChunkedArray) else service
     )
-    trace_col = grouped["trace"].to_numpy()
-    offsets = np.searchsorted(trace_col, np.arange(traces + 1)).astype(np.int32)
+    names = encoded.dictionary
+    distinct = len(names)
+    by_rank = np.asarray(pc.sort_indices(names), np.int64)  # names in order
+    rank = np.empty(distinct + 1, np.int64)
+    rank[by_rank] = np.arange(distinct)
+    rank[distinct] = distinct  # null: after every name
+    codes = rank[pc.fill_null(encoded.indices, distinct).to_numpy()]
+    key = trace_of_row.astype(np.int64) * (distinct + 1) + codes
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = (
+        np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+    )
+    span_count = np.diff(np.append(first, len(key))).astype(np.int32)
+    error_count = np.add.reduceat(is_error[order], first).astype(np.int32) if len(first) else span_count
+    group_trace, group_rank = np.divmod(key[first], distinct + 1)
+    named = group_rank < distinct
+    service_of_group = names.take(
+        pa.array(by_rank[np.where(named, group_rank, 0)] if distinct else group_rank, mask=~named)
+    )
+    offsets = np.searchsorted(group_trace, np.arange(traces + 1)).astype(np.int32)
     items = pa.StructArray.from_arrays(
-        [
-            grouped["service"].combine_chunks(),
-            grouped["error_count"].cast(pa.int32()).combine_chunks(),
-            grouped["error_sum"].cast(pa.int32()).combine_chunks(),
-        ],
+        [service_of_group, pa.array(span_count, pa.int32()), pa.array(error_count, pa.int32())],
         fields=list(SERVICE_STATS_TYPE),
     )
     return pa.ListArray.from_arrays(pa.array(offsets), items)
