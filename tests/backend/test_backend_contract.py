@@ -364,6 +364,31 @@ def test_open_input_file_random_access(backend: Backend) -> None:
         assert f.read() == DATA[95:]
 
 
+def test_open_scan_file_reads_the_object_and_leaves_no_temporary_file(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The compactor's reader: same bytes as ``read``, random access, nothing left on disk."""
+    import tempfile
+
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    default_dir = tempfile.tempdir
+    tempfile.tempdir = str(spool_dir)
+    try:
+        backend.write("t/raw", DATA * 1000)
+        with backend.open_scan_file("t/raw") as f:
+            assert list(spool_dir.iterdir()) == []  # unlinked at once, readable while open
+            assert f.size() == len(DATA) * 1000
+            assert f.read_at(5, 10) == (DATA * 1000)[10:15]
+            f.seek(0)
+            assert f.read() == DATA * 1000
+        with pytest.raises(ObjectNotFoundError, match=r"nope/data\.parquet"):
+            backend.open_scan_file("t/nope/data.parquet")
+        assert list(spool_dir.iterdir()) == []
+    finally:
+        tempfile.tempdir = default_dir
+
+
 # -- missing objects and bad keys ----------------------------------------------------------------
 
 

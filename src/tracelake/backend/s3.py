@@ -8,6 +8,8 @@ that names the endpoint and bucket, so an operator never has to read a botocore 
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -403,6 +405,20 @@ class S3Backend(Backend):
             raise self._not_found(key) from exc
         except OSError as exc:
             raise self._arrow_error(exc, key) from exc
+
+    def open_scan_file(self, key: str) -> pa.NativeFile:
+        """The object downloaded once (parallel ranged GETs) to an unlinked temporary file: a reader
+        that goes through it column chunk by column chunk would otherwise send a GET per chunk and
+        row group (40-odd per row group), or buffer the whole object in memory."""
+        full = self._key(key)
+        with tempfile.NamedTemporaryFile(prefix="tracelake-scan-", delete=False) as spool:
+            try:
+                with self._errors("download", key):
+                    self._client.download_fileobj(self.bucket, full, spool, Config=self._transfer)
+                spool.flush()
+                return pa.OSFile(spool.name, "r")  # its own descriptor keeps the unlinked file
+            finally:
+                os.unlink(spool.name)
 
     def _arrow_error(self, exc: OSError, key: str) -> BackendError:
         """pyarrow reports S3 failures as OSError text only, so match on the AWS SDK's wording."""
