@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import random
+import signal
 import time
 import urllib.error
 import urllib.parse
@@ -361,3 +362,40 @@ def test_replication_factor_two_of_three_splits_requests_and_search_reads_replic
     stored, _ = _stored(storage)
     want = Counter({span_id: 2 for spans in traces.values() for span_id in _span_ids(spans)})
     assert stored == want  # every span in the blocks of exactly its two replicas
+
+
+def test_a_hung_ingester_slows_neither_writes_nor_reads(tmp_path: Path) -> None:
+    """SIGSTOP one of three ingesters (rf 3): it accepts connections and never answers. Writes are
+    acknowledged on the other two, and lookups answered by them, without waiting for the RPC deadline
+    (30 s here, so the bounds below are about waiting, not speed)."""
+    storage = {"backend": "local", "local": {"path": str(tmp_path / "blocks")}}
+    slow = {
+        "ingester": {"trace_idle_period": "1m", "max_block_duration": "10m"},
+        "ingester_client": {"remote_timeout": "30s"},
+    }
+    cluster = make_cluster(tmp_path, storage, extra=slow).start()
+    hung = cluster.ingesters[1]
+    assert hung.proc is not None
+    try:
+        traces = _make_traces(60)
+        items = list(traces.items())
+        exporter = OTLPSpanExporter(endpoint=cluster.distributor.url("/v1/traces", "otlp_http"), timeout=20)
+        assert exporter.export([s for _, spans in items[:30] for s in spans]) == SpanExportResult.SUCCESS
+        hung.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        assert exporter.export([s for _, spans in items[30:] for s in spans]) == SpanExportResult.SUCCESS
+        write_seconds = time.monotonic() - started
+        started = time.monotonic()
+        problems = [p for p in (_check_one(cluster.querier, t, s) for t, s in items[::6]) if p]
+        read_seconds = (time.monotonic() - started) / len(items[::6])
+        exporter.shutdown()
+        assert problems == []
+        assert write_seconds < 10 and read_seconds < 10, (write_seconds, read_seconds)
+    finally:
+        hung.proc.send_signal(signal.SIGCONT)
+        cluster.stop()
+
+
+def _check_one(role: Role, trace_id: bytes, spans: list) -> str | None:
+    code, got = _found(role, trace_id)
+    return None if code == 200 and got == _span_ids(spans) else f"{trace_id.hex()}: {code} {dict(got)}"

@@ -3,6 +3,8 @@ rules of the distributor's fan-out and of the querier's merge (with fake ingeste
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 
 import grpc
@@ -17,6 +19,7 @@ from tracelake.otlp.split import split_by_trace
 from tracelake.push import PushError
 from tracelake.ring import MemberSource, RingWatcher
 from tracelake.rpc import messages
+from tracelake.rpc.metrics import ingester_failures
 from tracelake.rpc.pusher import RingPusher
 from tracelake.rpc.recent import RingRecentTraces, dedupe_spans
 from tracelake.synth import SynthConfig, generate_request_bytes
@@ -85,6 +88,33 @@ class _Future:
         assert self.value is not None
         return self.value
 
+    def exception(self) -> Exception | None:
+        return None if self.error is None else _RpcError(self.error)
+
+    def add_done_callback(self, callback) -> None:
+        callback(self)
+
+
+class _HungFuture(_Future):
+    """A replica that does not answer (SIGSTOPped, overloaded) until the test lets it fail."""
+
+    def __init__(self) -> None:
+        super().__init__(None, grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.callbacks: list = []
+        self.expired = threading.Event()
+
+    def result(self) -> bytes:
+        self.expired.wait(10)  # a caller that waits for it waits this long
+        return super().result()
+
+    def add_done_callback(self, callback) -> None:
+        self.callbacks.append(callback)
+
+    def expire(self) -> None:
+        self.expired.set()
+        for callback in self.callbacks:
+            callback(self)
+
 
 class _RpcError(grpc.RpcError):
     def __init__(self, code: grpc.StatusCode) -> None:
@@ -100,6 +130,7 @@ class _FakeIngester:
     def __init__(self, address: str, pool: _FakePool) -> None:
         self.address, self.pool = address, pool
         self.push = self
+        self.find_trace = _FindTrace(self)
         self.received: list[messages.PushRequest] = []
 
     def future(self, data: bytes, timeout: float) -> _Future:
@@ -110,6 +141,10 @@ class _FakeIngester:
             raise ValueError("Cannot invoke RPC on closed channel!")
         if mode == "dead":
             return _Future(None, grpc.StatusCode.UNAVAILABLE)
+        if mode == "hung":
+            hung = _HungFuture()
+            self.pool.hung.append(hung)
+            return hung
         results = []
         for batch in request.batches:
             if mode == "invalid":
@@ -121,10 +156,24 @@ class _FakeIngester:
                 results.append(messages.BatchResult(accepted=spans, refused=Counter({"too_old": 1})))
         return _Future(messages.encode_push_response(results), None)
 
-    def find_trace(self, data: bytes, timeout: float) -> bytes:
-        if self.pool.modes.get(self.address) == "dead":
-            raise _RpcError(grpc.StatusCode.DEADLINE_EXCEEDED)
-        return messages.encode_tables(self.pool.tables)
+
+class _FindTrace:
+    """The find_trace method of a fake ingester, called as a gRPC future."""
+
+    def __init__(self, ingester: _FakeIngester) -> None:
+        self.ingester = ingester
+
+    def future(self, data: bytes, timeout: float) -> _Future:
+        pool = self.ingester.pool
+        pool.asked.append(self.ingester.address)
+        mode = pool.modes.get(self.ingester.address)
+        if mode == "dead":
+            return _Future(None, grpc.StatusCode.DEADLINE_EXCEEDED)
+        if mode == "hung":
+            hung = _HungFuture()
+            pool.hung.append(hung)
+            return hung
+        return _Future(messages.encode_tables(pool.tables), None)
 
 
 class _FakePool:
@@ -132,6 +181,8 @@ class _FakePool:
         self.modes = modes or {}
         self.clients: dict[str, _FakeIngester] = {}
         self.tables: list[pa.Table] = []
+        self.hung: list[_HungFuture] = []
+        self.asked: list[str] = []
 
     def get(self, address: str) -> _FakeIngester:
         return self.clients.setdefault(address, _FakeIngester(address, self))
@@ -175,6 +226,21 @@ def test_a_write_survives_one_dead_replica_of_three_but_not_two() -> None:
     assert refused.value.status == 503 and refused.value.retry_after
 
 
+def test_a_hung_replica_does_not_hold_a_write_that_has_its_quorum() -> None:
+    """The answer goes out once two of three replicas stored every batch; the third's late failure
+    is still counted."""
+    members = [f"127.0.0.1:{9000 + i}" for i in range(3)]
+    pool = _FakePool({members[2]: "hung"})
+    before = ingester_failures.labels(members[2], "push")._value.get()
+    started = time.monotonic()
+    result = RingPusher(_watcher(3, 3), pool, timeout=30).forward("t", _request(), 1)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 5  # not the 30 s deadline
+    assert result.accepted_spans > 0
+    (hung,) = pool.hung
+    hung.expire()
+    assert ingester_failures.labels(members[2], "push")._value.get() == before + 1
+
+
 def test_a_request_every_replica_refuses_is_refused_with_their_status() -> None:
     members = [f"127.0.0.1:{9000 + i}" for i in range(3)]
     pool = _FakePool({m: "invalid" for m in members})
@@ -199,6 +265,39 @@ def test_reads_skip_up_to_quorum_minus_one_dead_ingesters() -> None:
     pool.modes[members[1]] = "dead"
     with pytest.raises(UnavailableError):
         recent.find_trace("t", b"\x01" * 16)
+    recent.close()
+
+
+def test_a_trace_is_looked_up_on_its_replicas_only() -> None:
+    from tracelake.ring import ring_key
+
+    pool = _FakePool()
+    watcher = _watcher(6, 3)
+    recent = RingRecentTraces(watcher, pool, 1)  # type: ignore[arg-type]
+    for trace_id in (b"\x01" * 16, b"\x02" * 16, b"\xfe" * 16):
+        pool.asked.clear()
+        recent.find_trace("t", trace_id)
+        assert sorted(pool.asked) == sorted(watcher.ring.replicas(ring_key("t", trace_id)))
+        assert len(pool.asked) == 3
+    recent.close()
+
+
+def test_a_hung_replica_does_not_hold_a_lookup_the_others_answered() -> None:
+    members = [f"127.0.0.1:{9000 + i}" for i in range(3)]
+    table = decode_otlp(_request(2)).table
+    pool = _FakePool({members[1]: "hung"})
+    pool.tables = [table]
+    recent = RingRecentTraces(_watcher(3, 3), pool, 30)  # type: ignore[arg-type]
+    started = time.monotonic()
+    assert [t.num_rows for t in recent.find_trace("t", b"\x01" * 16)] == [table.num_rows] * 2
+    assert time.monotonic() - started < 5  # not the 30 s deadline
+    # One more missing than a quorum allows: the answer waits for the hung call's deadline, then 503.
+    pool.modes[members[0]] = "dead"
+    deadline = threading.Timer(0.3, lambda: [hung.expire() for hung in pool.hung])
+    deadline.start()
+    with pytest.raises(UnavailableError, match="2 of 3 ingesters did not answer"):
+        recent.find_trace("t", b"\x01" * 16)
+    deadline.join()
     recent.close()
 
 

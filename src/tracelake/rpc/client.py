@@ -56,3 +56,24 @@ class ClientPool:
 
     def close(self) -> None:
         self.keep_only(())
+
+
+class FailedCall:
+    """A call that could not even be started (a channel closed as the ring changed): it fails like a
+    gRPC future that did, so callers handle both alike."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def result(self) -> bytes:
+        raise self.error
+
+    def exception(self) -> Exception:
+        return self.error
+
+    def add_done_callback(self, callback) -> None:
+        callback(self)
+
+
+def failure_reason(exc: BaseException) -> str:
+    return exc.code().name if isinstance(exc, grpc.RpcError) else str(exc)

@@ -11,6 +11,7 @@ accepts and refuses the same spans; the first answer of a batch stands for all.
 from __future__ import annotations
 
 import logging
+import queue
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -21,13 +22,15 @@ from tracelake.otlp.split import split_by_trace
 from tracelake.push import PushError, PushResult
 from tracelake.ring import RingWatcher, quorum, ring_key
 from tracelake.rpc import messages
-from tracelake.rpc.client import ClientPool
+from tracelake.rpc.client import ClientPool, FailedCall, failure_reason
 from tracelake.rpc.metrics import ingester_failures, quorum_failures
 
 log = logging.getLogger(__name__)
 
 # A refusal every replica gives for the same reason (the request itself is wrong): passed on as is.
 _CLIENT_ERRORS = (400, 413, 429)
+# How long past the RPC deadline to wait for gRPC to report it (it always does; this is a backstop).
+_DEADLINE_SLACK = 5.0
 
 
 @dataclass
@@ -36,6 +39,12 @@ class _Batch:
     payload: bytes
     stored: list[messages.BatchResult] = field(default_factory=list)
     failed: list[messages.BatchResult] = field(default_factory=list)
+
+    @property
+    def decided(self) -> bool:
+        """Stored on a quorum, or refused by too many replicas to reach one."""
+        need = quorum(len(self.replicas))
+        return len(self.stored) >= need or len(self.failed) > len(self.replicas) - need
 
 
 class RingPusher:
@@ -62,28 +71,22 @@ class RingPusher:
         futures = {
             address: self._call(address, tenant, received_unix_nano, mine) for address, mine in calls.items()
         }
+        # Answers are taken as they come, and the request is answered once every batch has its quorum
+        # (or can no longer reach it): a slow or hung replica costs no latency while the others are
+        # a quorum, as in Tempo's DoBatch. Its late answer is only counted.
+        arrived: queue.Queue[str] = queue.Queue()
         for address, future in futures.items():
-            mine = calls[address]
+            future.add_done_callback(lambda _f, address=address: arrived.put(address))
+        pending = set(futures)
+        while pending and not all(batch.decided for batch in batches):
             try:
-                answers = messages.decode_push_response(future.result())
-                if len(answers) != len(mine):
-                    raise ValueError(f"{len(answers)} answers for {len(mine)} batches")
-            except (grpc.RpcError, ValueError, InvalidInputError) as exc:  # ValueError: a channel closed
-                ingester_failures.labels(address, "push").inc()
-                reason = exc.code().name if isinstance(exc, grpc.RpcError) else str(exc)
-                log.warning(
-                    "push to an ingester failed",
-                    extra={"tenant": tenant, "ingester": address, "error": reason},
-                )
-                answers = [
-                    messages.BatchResult(
-                        error_status=503,
-                        error_message=f"ingester {address}: {reason}",
-                        error_reason="ingester_unavailable",
-                    )
-                ] * len(mine)
-            for batch, answer in zip(mine, answers, strict=True):
-                (batch.stored if answer.ok else batch.failed).append(answer)
+                address = arrived.get(timeout=self.timeout + _DEADLINE_SLACK)
+            except queue.Empty:  # the RPC deadline should have ended every call by now
+                break
+            pending.discard(address)
+            self._collect(tenant, address, futures[address], calls[address])
+        for address in pending:
+            futures[address].add_done_callback(lambda f, address=address: _count_late(f, address))
         result = PushResult(accepted_spans=0, rejected=Counter())
         for batch in batches:
             if len(batch.stored) < quorum(len(batch.replicas)):
@@ -94,22 +97,44 @@ class RingPusher:
             result.rejected.update(first.refused)
         return result
 
+    def _collect(self, tenant: str, address: str, future, mine: list[_Batch]) -> None:
+        try:
+            answers = messages.decode_push_response(future.result())
+            if len(answers) != len(mine):
+                raise ValueError(f"{len(answers)} answers for {len(mine)} batches")
+        except (grpc.RpcError, ValueError, InvalidInputError) as exc:  # ValueError: a channel closed
+            ingester_failures.labels(address, "push").inc()
+            reason = failure_reason(exc)
+            log.warning(
+                "push to an ingester failed", extra={"tenant": tenant, "ingester": address, "error": reason}
+            )
+            answers = [
+                messages.BatchResult(
+                    error_status=503,
+                    error_message=f"ingester {address}: {reason}",
+                    error_reason="ingester_unavailable",
+                )
+            ] * len(mine)
+        for batch, answer in zip(mine, answers, strict=True):
+            (batch.stored if answer.ok else batch.failed).append(answer)
+
     def _call(self, address: str, tenant: str, received: int, batches: list[_Batch]):
         request = messages.PushRequest(tenant, received, [b.payload for b in batches]).encode()
         try:
             return self.pool.get(address).push.future(request, timeout=self.timeout)
         except (grpc.RpcError, ValueError) as exc:
-            return _Failed(exc)
+            return FailedCall(exc)
 
 
-class _Failed:
-    """A call that could not even be started: fails like one that did."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    def result(self) -> bytes:
-        raise self.error
+def _count_late(future, address: str) -> None:
+    """A replica answered after the request was: only a failure is worth counting."""
+    error = future.exception()
+    if error is not None:
+        ingester_failures.labels(address, "push").inc()
+        log.warning(
+            "push to an ingester failed after quorum",
+            extra={"ingester": address, "error": failure_reason(error)},
+        )
 
 
 def _split(otlp: bytes, owner) -> dict[tuple[str, ...], bytes]:

@@ -1,4 +1,5 @@
-"""The querier's ``RecentTraces`` over RPC: every ingester in the ring is asked, answers are merged.
+"""The querier's ``RecentTraces`` over RPC: a trace by id is asked of its replicas on the ring (as
+Tempo's querier does), search and recent blocks of every ingester; answers are merged.
 
 Writes succeed on a quorum W = floor(rf/2)+1 of a trace's replicas, so any W-1 ingesters may be
 missing and every acknowledged span is still held by one that answered. Up to W-1 failures (dead,
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import queue
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any
 
 import grpc
 import numpy as np
@@ -22,13 +24,16 @@ import pyarrow as pa
 from tracelake.block.meta import BlockMeta
 from tracelake.errors import UnavailableError
 from tracelake.model.ids import id_matrix
-from tracelake.ring import RingWatcher, quorum
+from tracelake.ring import RingWatcher, quorum, ring_key
 from tracelake.rpc import messages
-from tracelake.rpc.client import ClientPool, IngesterClient
+from tracelake.rpc.client import ClientPool, FailedCall, IngesterClient, failure_reason
 from tracelake.rpc.metrics import ingester_failures
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+# A gRPC future, a concurrent.futures.Future (a stream read on a thread) or a FailedCall.
+Call = Any
+# How long past the RPC deadline to wait for a call to report it (it always does; a backstop).
+_DEADLINE_SLACK = 5.0
 
 
 class RingRecentTraces:
@@ -38,39 +43,53 @@ class RingRecentTraces:
         self.timeout = timeout
         self._streams = ThreadPoolExecutor(8, thread_name_prefix="recent-spans")
 
-    def _ask_all(self, method: str, call: Callable[[IngesterClient], T]) -> list[T]:
+    def _ask(self, method: str, members: Sequence[str], start: Callable[[IngesterClient], Call]) -> list:
+        """``start`` the call on every one of ``members``; return once all but a quorum minus one
+        answered. Every span acknowledged on a quorum is then held by one that answered, so a dead or
+        hung ingester costs no latency while the others answer (a read quorum, as in Tempo)."""
         ring = self.watcher.ring
-        answers: list[T] = []
-        failed: list[str] = []
-        pending = {address: self._streams.submit(call, self.pool.get(address)) for address in ring.members}
-        for address, future in pending.items():
+        allowed = quorum(ring.effective_replication) - 1 if members else 0
+        need = len(members) - allowed
+        arrived: queue.Queue[str] = queue.Queue()
+        calls: dict[str, Call] = {}
+        for address in members:
             try:
-                answers.append(future.result())
+                call = start(self.pool.get(address))
             except (grpc.RpcError, ValueError) as exc:  # ValueError: a channel closed as the ring changed
-                ingester_failures.labels(address, method).inc()
-                log.warning(
-                    "ingester did not answer",
-                    extra={
-                        "ingester": address,
-                        "method": method,
-                        "error": exc.code().name if isinstance(exc, grpc.RpcError) else str(exc),
-                    },
-                )
+                call = FailedCall(exc)
+            calls[address] = call
+            call.add_done_callback(lambda _c, address=address: arrived.put(address))
+        answers: list = []
+        failed: list[str] = []
+        pending = set(members)
+        while pending and len(answers) < need and len(failed) <= allowed:
+            try:
+                address = arrived.get(timeout=self.timeout + _DEADLINE_SLACK)
+            except queue.Empty:  # the deadline should have ended every call by now
+                break
+            pending.discard(address)
+            try:
+                answers.append(calls[address].result())
+            except (grpc.RpcError, ValueError) as exc:
+                _count_failure(address, method, exc)
                 failed.append(address)
-        allowed = quorum(ring.effective_replication) - 1 if ring.members else 0
-        if len(failed) > allowed:
+        if len(answers) < need:
+            missing = failed + sorted(pending)
             raise UnavailableError(
-                f"{len(failed)} of {len(ring.members)} ingesters did not answer ({', '.join(failed)}); "
+                f"{len(missing)} of {len(members)} ingesters did not answer ({', '.join(missing)}); "
                 f"at most {allowed} may be missing with replication factor {ring.replication_factor}"
             )
+        for address in pending:  # answers after ours went out: only failures are worth counting
+            calls[address].add_done_callback(lambda c, address=address: _count_late(c, address, method))
         return answers
 
     def find_trace(self, tenant: str, trace_id: bytes) -> list[pa.Table]:
         request = messages.encode_find_trace(tenant, trace_id)
-        answers = self._ask_all(
-            "find_trace", lambda c: messages.decode_tables(c.find_trace(request, timeout=self.timeout))
+        replicas = self.watcher.ring.replicas(ring_key(tenant, trace_id))  # where it was sent
+        answers = self._ask(
+            "find_trace", replicas, lambda c: c.find_trace.future(request, timeout=self.timeout)
         )
-        return [table for tables in answers for table in tables]
+        return [table for data in answers for table in messages.decode_tables(data)]
 
     def recent_spans(self, tenant: str) -> list[pa.Table]:
         request = messages.encode_tenant(tenant)
@@ -78,12 +97,18 @@ class RingRecentTraces:
         def stream(client: IngesterClient) -> list[pa.Table]:
             return [messages.table_from_ipc(m) for m in client.recent_spans(request, timeout=self.timeout)]
 
-        tables = [t for tables in self._ask_all("recent_spans", stream) for t in tables if t.num_rows]
+        members = self.watcher.ring.members
+        answers = self._ask("recent_spans", members, lambda c: self._streams.submit(stream, c))
+        tables = [t for tables in answers for t in tables if t.num_rows]
         return [dedupe_spans(tables)] if tables else []
 
     def recent_blocks(self, tenant: str) -> list[BlockMeta]:
         request = messages.encode_tenant(tenant)
-        answers = self._ask_all("recent_blocks", lambda c: c.recent_blocks(request, timeout=self.timeout))
+        answers = self._ask(
+            "recent_blocks",
+            self.watcher.ring.members,
+            lambda c: c.recent_blocks.future(request, timeout=self.timeout),
+        )
         by_id: dict[str, BlockMeta] = {}
         for data in answers:
             for obj in json.loads(data or b"[]"):
@@ -93,6 +118,20 @@ class RingRecentTraces:
 
     def close(self) -> None:
         self._streams.shutdown(wait=False, cancel_futures=True)
+
+
+def _count_failure(address: str, method: str, exc: BaseException) -> None:
+    ingester_failures.labels(address, method).inc()
+    log.warning(
+        "ingester did not answer",
+        extra={"ingester": address, "method": method, "error": failure_reason(exc)},
+    )
+
+
+def _count_late(call: Call, address: str, method: str) -> None:
+    error = call.exception()
+    if error is not None:
+        _count_failure(address, method, error)
 
 
 def dedupe_spans(tables: list[pa.Table]) -> pa.Table:
