@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 from tracelake.backend import Backend
 from tracelake.blocklist.tenant_index import (
-    list_blocks,
     list_tenants,
     read_tenant_index,
-    write_tenant_index,
+    rebuild_tenant_index,
 )
 from tracelake.compaction.cleanup import cleanup_tenant
 from tracelake.compaction.job import JobResult, run_job
@@ -49,6 +48,7 @@ class CompactorService:
         self.owner = cfg.compactor.instance_id or socket.gethostname()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.first_delay = 0.0
 
     def block_retention(self, overrides: dict[str, TenantLimits], tenant: str) -> float:
         limits = overrides.get(tenant)
@@ -128,7 +128,7 @@ class CompactorService:
             stats.done.append(result)
             self._record(result)
         for tenant in tenants:
-            write_tenant_index(self.backend, tenant, list_blocks(self.backend, tenant))
+            rebuild_tenant_index(self.backend, tenant)
         return stats
 
     def _record(self, result: JobResult) -> None:
@@ -168,8 +168,9 @@ class CompactorService:
                 self._stop.wait(idle_wait)
         return cycles
 
-    def start(self, first_delay: float = 0.0) -> None:
-        self._thread = threading.Thread(target=self._loop, args=(first_delay,), name="compactor", daemon=True)
+    def start(self, first_delay: float | None = None) -> None:
+        delay = self.first_delay if first_delay is None else first_delay
+        self._thread = threading.Thread(target=self._loop, args=(delay,), name="compactor", daemon=True)
         self._thread.start()
 
     def _loop(self, first_delay: float) -> None:
@@ -193,3 +194,13 @@ class CompactorService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def embedded(cfg: Config, backend: Backend) -> CompactorService | None:
+    """The compactor inside ``tracelake serve`` (entry point ``tracelake.background``), sharing its
+    backend; its first cycle waits one ``compaction_cycle``, so start-up is not slowed."""
+    if cfg.compactor.disabled:
+        return None
+    service = CompactorService(cfg, backend)
+    service.first_delay = cfg.compactor.compaction.compaction_cycle
+    return service

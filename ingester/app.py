@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import entry_points
 
 from tracelake.backend import open_backend
-from tracelake.compactor.service import CompactorService
 from tracelake.config import Config
 from tracelake.db import TraceDB
 from tracelake.errors import ConfigError
@@ -28,7 +27,7 @@ from tracelake.ingester.receivers import jaeger_http, otlp_http, udp, zipkin_htt
 from tracelake.ingester.receivers.http import HTTPReceiver
 from tracelake.ingester.rpc_server import IngesterService
 from tracelake.ingester.rpc_server import build_server as build_ingester_server
-from tracelake.service import ServiceApp, UvicornServer, split_endpoint, uvicorn_server
+from tracelake.service import ServiceApp, UvicornServer, load_background, split_endpoint, uvicorn_server
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +62,10 @@ class WritePathServer:
             self.db = TraceDB(open_backend(cfg.storage.trace), cfg.storage.trace)
             self.ingester = Ingester(cfg, self.db, self.overrides, update_index=target == "all")
             self.distributor = Distributor(cfg, self.ingester, self.overrides)
-        # The all-in-one runs the compactor too; it shares the backend, its first cycle waits one
-        # compaction_cycle. In microservices mode it is a role of its own (`tracelake compactor`).
-        self.compactor = (
-            CompactorService(cfg, self.db.backend)
-            if target == "all" and self.db is not None and not cfg.compactor.disabled
-            else None
+        # The all-in-one runs the background services too (the compactor, sharing the backend); in
+        # microservices mode each is a role of its own (`tracelake compactor`).
+        self.background = (
+            load_background(cfg, self.db.backend) if target == "all" and self.db is not None else []
         )
         self.executor = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="push")
         self._stop = asyncio.Event()
@@ -161,8 +158,8 @@ class WritePathServer:
                     local_addr=split_endpoint(enabled[name]),
                 )
                 self._udp.append(transport)
-        if self.compactor is not None:  # last, once the receivers are up
-            self.compactor.start(first_delay=self.cfg.compactor.compaction.compaction_cycle)
+        for service in self.background:  # last, once the receivers are up
+            service.start()
         return await self._serve_until_stopped(api, receivers, [api_task, *tasks])
 
     def _ingester_service(self):
@@ -218,8 +215,8 @@ class WritePathServer:
         api.should_exit = True
         await asyncio.wait(tasks[:1], timeout=2)
         self.executor.shutdown(wait=False, cancel_futures=True)
-        if self.compactor is not None:
-            await loop.run_in_executor(None, self.compactor.stop)
+        for service in self.background:
+            await loop.run_in_executor(None, service.stop)
         if self.db is not None:
             self.db.close()
         if self.cluster is not None:

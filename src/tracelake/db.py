@@ -19,6 +19,7 @@ from tracelake.block.meta import BlockMeta
 from tracelake.blocklist.cache import BlockListCache
 from tracelake.blocklist.tenant_index import (
     BlockList,
+    index_lock,
     list_blocks,
     read_tenant_index,
     write_tenant_index,
@@ -67,15 +68,16 @@ class TraceDB:
 
     def add_to_index(self, tenant: str, meta: BlockMeta) -> None:
         """Add one new block to the tenant index (one GET and one PUT, whatever the block count)."""
-        try:
-            blocks = read_tenant_index(self.backend, tenant)
-        except BlockFormatError:
-            blocks = None
-        if blocks is None:
-            blocks = list_blocks(self.backend, tenant)
-        if all(m.block_id != meta.block_id for m in blocks.metas):
-            blocks.metas.append(meta)
-        write_tenant_index(self.backend, tenant, blocks)
+        with index_lock(self.backend):
+            try:
+                blocks = read_tenant_index(self.backend, tenant)
+            except BlockFormatError:
+                blocks = None
+            if blocks is None:
+                blocks = list_blocks(self.backend, tenant)
+            if all(m.block_id != meta.block_id for m in blocks.metas):
+                blocks.metas.append(meta)
+            write_tenant_index(self.backend, tenant, blocks)
         self._block_lists.invalidate(tenant)
 
     def block_list(self, tenant: str) -> BlockList:

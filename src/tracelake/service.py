@@ -12,13 +12,15 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from typing import Any
+from importlib.metadata import entry_points
+from typing import Any, Protocol
 
 import uvicorn
 import yaml
 
 from tracelake import __version__
 from tracelake.asgi import Request, Response, gzip_if_accepted, lifespan, send_response, status_response
+from tracelake.backend import Backend
 from tracelake.config import Config
 from tracelake.errors import ConfigError
 
@@ -69,6 +71,22 @@ def masked_config(cfg: Config) -> dict[str, Any]:
         return node
 
     return mask(cfg.model_dump(mode="json"))
+
+
+class BackgroundService(Protocol):
+    """A loop ``tracelake serve`` runs beside the write path (the compactor), found through the
+    ``tracelake.background`` entry points, so the write path never imports another role."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def load_background(cfg: Config, backend: Backend) -> list[BackgroundService]:
+    """Each ``tracelake.background`` entry point is ``factory(cfg, backend)``: a service, or None when
+    the config turns it off."""
+    services = [entry.load()(cfg, backend) for entry in entry_points(group="tracelake.background")]
+    return [service for service in services if service is not None]
 
 
 class ServiceApp:

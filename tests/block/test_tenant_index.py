@@ -85,3 +85,48 @@ def test_block_lists_are_cached_for_a_poll_period(backend: Backend) -> None:
     always = BlockListCache(backend, poll_seconds=0, stale_index_seconds=0)
     _write(backend, 3)
     assert len(always.get("acme").metas) == 3
+
+
+def test_a_rebuild_never_drops_a_block_the_ingester_adds_meanwhile(tmp_path) -> None:
+    """``serve``: the compactor rebuilds the index from a listing while the ingester adds a new block
+    by read-modify-write. The rebuild must not write a listing taken before that block over it."""
+    import threading
+
+    from tracelake.backend.local import LocalBackend
+    from tracelake.blocklist.tenant_index import rebuild_tenant_index
+    from tracelake.config import TraceStorageConfig
+    from tracelake.db import TraceDB
+
+    listed, go = threading.Event(), threading.Event()
+
+    class SlowListing(LocalBackend):
+        pause = False
+
+        def list(self, prefix: str = ""):
+            items = list(super().list(prefix))
+            if self.pause:
+                self.pause = False
+                listed.set()
+                go.wait(10)
+            return iter(items)
+
+    backend = SlowListing(tmp_path)
+    db = TraceDB(backend, TraceStorageConfig.model_validate({"local": {"path": str(tmp_path)}}))
+    tables = [decode_otlp(p).table for p in generate_request_bytes(SynthConfig(traces=5, seed=8))]
+    first = db.write_block("acme", pa.concat_tables(tables)).block_id
+    backend.pause = True
+    rebuild = threading.Thread(target=rebuild_tenant_index, args=(backend, "acme"))
+    rebuild.start()
+    assert listed.wait(10)  # the rebuild holds a listing with only the first block
+    added: list[str] = []
+    adder = threading.Thread(
+        target=lambda: added.append(db.write_block("acme", pa.concat_tables(tables)).block_id)
+    )
+    adder.start()
+    adder.join(0.5)  # long enough to finish, were it not waiting for the rebuild
+    go.set()
+    rebuild.join(10)
+    adder.join(10)
+    index = read_tenant_index(backend, "acme")
+    assert index is not None
+    assert sorted(m.block_id for m in index.metas) == sorted([first, *added])

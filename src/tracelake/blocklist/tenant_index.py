@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -28,6 +30,29 @@ class BlockList:
     compacted: list[CompactedMeta] = field(default_factory=list)
     created_unix: float = 0.0
     source: str = "index"  # "index" or "listing": where this list came from
+
+
+_index_locks: weakref.WeakKeyDictionary[Backend, threading.Lock] = weakref.WeakKeyDictionary()
+_index_locks_guard = threading.Lock()
+
+
+def index_lock(backend: Backend) -> threading.Lock:
+    """Held across a read-modify-write or a rebuild of the index by one process: in ``serve`` the
+    ingester adds its new block while the compactor rebuilds the index from a listing, and without it
+    the rebuild could overwrite the index with a listing taken before that block was written."""
+    with _index_locks_guard:
+        lock = _index_locks.get(backend)
+        if lock is None:
+            lock = _index_locks[backend] = threading.Lock()
+        return lock
+
+
+def rebuild_tenant_index(backend: Backend, tenant: str) -> BlockList:
+    """The index written anew from a listing of the bucket (the compactor, after each cycle)."""
+    with index_lock(backend):
+        blocks = list_blocks(backend, tenant)
+        write_tenant_index(backend, tenant, blocks)
+    return blocks
 
 
 def write_tenant_index(backend: Backend, tenant: str, blocks: BlockList) -> None:
