@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -106,8 +107,32 @@ class S3Endpoint:
         )
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_PORTS = random.Random(os.getpid() ^ time.time_ns())
+
+
 def free_port() -> int:
-    """A port nobody listens on right now (closed again, so also usable as "unreachable")."""
+    """A port nobody listens on right now (closed again, so also usable as "unreachable").
+
+    Taken below the kernel's ephemeral range: a port the kernel hands out for port 0 is also what it
+    gives outgoing connections, so between this call and the server's bind a client connection of
+    another test could take it ("address already in use", seen under load)."""
+    low, _ = _ephemeral_range()
+    for _ in range(50):
+        port = _PORTS.randrange(max(1024, low - 16384), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
