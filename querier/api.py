@@ -164,12 +164,13 @@ class QueryAPI:
         except (tags.TagError, InvalidInputError) as exc:
             return Response(400, str(exc).encode(), TEXT)
         except UnavailableError as exc:  # too few ingesters answered: an answer could miss spans
+            log.warning("query failed: ingesters unavailable", extra=_log_fields(request, trace, exc))
             return Response(503, str(exc).encode(), TEXT, headers=(("retry-after", "1"),))
         except BackendError as exc:  # the store failed or refused: worth retrying later
-            log.warning("query failed: backend error", extra={"path": request.path, "error": str(exc)})
+            log.warning("query failed: backend error", extra=_log_fields(request, trace, exc))
             return Response(503, f"object store error: {exc}".encode(), TEXT)
         except BlockFormatError as exc:
-            log.error("query failed: unreadable block", extra={"path": request.path, "error": str(exc)})
+            log.error("query failed: unreadable block", extra=_log_fields(request, trace, exc))
             return Response(500, f"unreadable block: {exc}".encode(), TEXT)
 
     def _search(self, request: Request) -> Response:
@@ -229,3 +230,11 @@ def trace_response(found: TracesData | None, v2: bool, as_protobuf: bool) -> Res
 def create(cfg: Config, db: TraceDB, recent: RecentTraces | None) -> QueryAPI:
     """Entry point (``tracelake.api``): ``tracelake serve`` builds the query API through it."""
     return QueryAPI(cfg, db, recent)
+
+
+def _log_fields(request: Request, trace: re.Match[str] | None, exc: Exception) -> dict[str, str]:
+    """What an operator greps a failed query's log line by: tenant, trace id, path."""
+    fields = {"tenant": request.headers.get(TENANT_HEADER.lower(), ""), "path": request.path}
+    if trace is not None:
+        fields["traceID"] = trace.group(2)
+    return {**fields, "error": str(exc)}

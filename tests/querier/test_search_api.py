@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -212,7 +214,7 @@ def test_an_unreadable_block_is_reported_not_hidden(tmp_path: Path) -> None:
     """A damaged data.parquet gives a 500 naming the block (and a log line), not a traceback."""
     server = Server(tmp_path, receivers=("otlp_http",), extra=HOLD).start()
     try:
-        _send(server, seed=3, traces=20)
+        sent = _send(server, seed=3, traces=20)
         assert server.stop() == 0
         (data,) = (tmp_path / "data").glob("single-tenant/*/data.parquet")
         data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
@@ -221,5 +223,14 @@ def test_an_unreadable_block_is_reported_not_hidden(tmp_path: Path) -> None:
         assert status == 500
         assert "unreadable block" in body and data.parent.name in body
         assert search(server, limit="5")[0] == 200  # recent data still answers
+        # A lookup in that block fails the same way, and its log line names the trace and tenant.
+        trace_id = sent.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+        request = urllib.request.Request(server.url("api", f"/api/traces/{trace_id}"))
+        request.add_header("X-Scope-OrgID", "single-tenant")
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(request, timeout=30)
+        assert failed.value.code == 500
+        (line,) = [x for x in server.log().splitlines() if "unreadable block" in x and "traceID=" in x]
+        assert f"traceID={trace_id}" in line and "tenant=single-tenant" in line
     finally:
         server.stop()
