@@ -26,9 +26,10 @@ def find_trace(
         answered: set[str] = set()
         if recent is not None and scope.recent:
             parts += recent.find_trace(tenant, trace_id)
-            answered = {m.block_id for m in recent.recent_blocks(tenant)}  # read by the ingester
         if not scope.blocks:
             continue
+        if recent is not None and scope.recent:  # blocks the ingesters already read for this job
+            answered = {m.block_id for m in recent.recent_blocks(tenant)}
         window = (seconds[0] * 10**9, seconds[1] * 10**9) if seconds else None
         stored = db.find_trace(tenant, trace_id, window, skip=answered, only=scope.has_block)
         if stored is not None:

@@ -1,7 +1,9 @@
 """Tempo's query API answered by splitting each request into jobs for a pool of queriers.
 
-* Trace by ID: one job for the ingesters' recent data plus ``trace_by_id.query_shards`` jobs, each for a
-  range of the block-id space, all at once; the traces they return are combined, each span once.
+* Trace by ID: one job for the ingesters' recent data plus, when the block list has blocks that may
+  hold the trace, up to ``trace_by_id.query_shards`` jobs (one per ``blocks_per_shard`` such blocks),
+  each for a range of the block-id space, all at once; the traces they return are combined, each
+  span once.
 * Search: one job for recent data and, with a time range, jobs of blocks (about
   ``search.target_bytes_per_job`` each) from the block list, newest first, ``search.concurrent_jobs``
   at a time, until ``limit`` traces are newer than every block left; answers are combined newest
@@ -28,6 +30,7 @@ from tracelake.codec.encode import spans_to_traces_data
 from tracelake.config import Config
 from tracelake.db import TraceDB
 from tracelake.errors import InvalidInputError
+from tracelake.otlp.wire import len_field
 from tracelake.push import TENANT_HEADER
 from tracelake.querier import metrics as api_metrics
 from tracelake.querier.api import (
@@ -47,7 +50,7 @@ from tracelake.querier.api import (
 from tracelake.querier.frontend.pool import Answer, Job, JobFailed, QuerierPool
 from tracelake.search.request import SearchRequest, parse_search
 from tracelake.search.results import Collector, SearchMetrics, hit_from_json, metrics_from_json, search_json
-from tracelake.search.scope import block_id_shards
+from tracelake.search.scope import block_id_shards, candidate_shards
 
 log = logging.getLogger("tracelake.frontend")
 
@@ -113,28 +116,51 @@ class FrontendAPI:
 
     def _trace_by_id(self, request: Request, v2: bool, id_text: str) -> Response:
         trace_id = trace_id_of(id_text)  # 400 here, not in every job
-        tenants_of(request, self.cfg.multitenancy_enabled)
-        time_range(request)
+        tenants = tenants_of(request, self.cfg.multitenancy_enabled)
+        seconds = time_range(request)
         params = {k: v for k, v in request.query.items() if k in ("start", "end")}
         path = f"/api/traces/{trace_id.hex()}"
         headers = self._headers(request, PROTOBUF)
         jobs = [Job("trace_by_id", path, {**params, "mode": "ingesters"}, headers)]
-        for start, end in block_id_shards(self.fe.trace_by_id.query_shards):
+        for start, end in self._trace_shards(tenants, trace_id.hex(), seconds):
             scope = {"mode": "blocks", "blockStart": start, "blockEnd": end}
             jobs.append(Job("trace_by_id", path, {**params, **scope}, headers))
         answers = self.pool.run_all(
             jobs, self.fe.trace_by_id.hedge_requests_at, self.fe.trace_by_id.hedge_requests_up_to
         )
-        tables = []
         for answer in answers:
-            if answer.status == 200:
-                tables.append(decode_otlp(answer.body).table)
-            elif answer.status != 404:
+            if answer.status not in (200, 404):
                 return _passed_on(answer)
-        found: TracesData | None = None
-        if tables:  # the shards' spans combined; a span several of them returned counts once
-            found = spans_to_traces_data(pa.concat_tables(tables, promote_options="permissive"))
-        return trace_response(found, v2, PROTOBUF in request.headers.get("accept", ""))
+        return _combined(
+            [a.body for a in answers if a.status == 200], v2, PROTOBUF in request.headers.get("accept", "")
+        )
+
+    def _trace_shards(
+        self, tenants: list[str], hex_id: str, seconds: tuple[int, int] | None
+    ) -> list[tuple[str, str]]:
+        """The block-id ranges to send block jobs for: one per ``blocks_per_shard`` blocks of the
+        frontend's block list that may hold the trace (up to ``query_shards``), none without such a
+        block.
+
+        The list may be a poll older than the queriers': a block flushed since is answered by the
+        ingester that wrote it (the ingesters' job) until ``complete_block_timeout``, which must exceed
+        ``blocklist_poll``. Without a list (the backend failed), every shard, as before.
+        """
+        shards = self.fe.trace_by_id.query_shards
+        try:
+            ids = [
+                m.block_id
+                for t in tenants
+                for m in self.db.block_list(t).metas
+                if _may_hold(m, hex_id, seconds)
+            ]
+        except Exception as exc:  # any backend error: the queriers may still read their own lists
+            log.warning("block list unavailable, every shard asked", extra={"error": str(exc)})
+            return block_id_shards(shards)
+        if not ids:
+            return []
+        per_shard = max(1, self.fe.trace_by_id.blocks_per_shard)
+        return candidate_shards(ids, min(shards, -(-len(ids) // per_shard)))
 
     # ------------------------------------------------------------------ search
 
@@ -202,6 +228,32 @@ class FrontendAPI:
         tenants_of(request, self.cfg.multitenancy_enabled)
         job = Job("tags", request.path, dict(request.query), self._headers(request))
         return _passed_on(self.pool.run(job))
+
+
+def _may_hold(meta: BlockMeta, hex_id: str, seconds: tuple[int, int] | None) -> bool:
+    """Whether a block may hold the trace, by the tests a querier applies before its bloom filter."""
+    if not meta.min_id <= hex_id <= meta.max_id:
+        return False
+    return seconds is None or (
+        meta.end_unix_nano >= seconds[0] * 10**9 and meta.start_unix_nano <= seconds[1] * 10**9
+    )
+
+
+def _combined(bodies: list[bytes], v2: bool, as_protobuf: bool) -> Response:
+    """The trace from the jobs' protobuf answers (``TracesData``, each already one span per id).
+
+    One answer (the common case: one block holds the trace) is passed on as it is, or converted once;
+    several are decoded, combined and re-encoded, so that a span two of them returned counts once.
+    """
+    if len(bodies) == 1:
+        if as_protobuf:  # v2: TraceByIDResponse, the trace as its field 1
+            return Response(200, len_field(1, bodies[0]) if v2 else bodies[0], PROTOBUF)
+        return trace_response(TracesData.FromString(bodies[0]), v2, as_protobuf)
+    found: TracesData | None = None
+    if bodies:
+        tables = [decode_otlp(body).table for body in bodies]
+        found = spans_to_traces_data(pa.concat_tables(tables, promote_options="permissive"))
+    return trace_response(found, v2, as_protobuf)
 
 
 def _passed_on(answer: Answer) -> Response:

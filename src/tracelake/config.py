@@ -310,8 +310,12 @@ class OverridesConfig(TenantLimits):
 
 
 class FrontendTraceByIDConfig(_Section):
-    # Jobs per lookup: one for the ingesters plus this many shards of the block-id space.
+    # Jobs per lookup: one for the ingesters plus at most this many shards of the block-id space...
     query_shards: int = 4
+    # ...one per this many blocks that may hold the trace (by id and time range, from the frontend's
+    # block list), none without such a block: each shard costs a querier request, and a querier
+    # checks a block's bloom filter in microseconds once it is cached.
+    blocks_per_shard: int = 16
     # A job not answered after this long is sent to another querier too; the first answer wins.
     hedge_requests_at: float = 2.0
     hedge_requests_up_to: int = 2

@@ -156,10 +156,12 @@ def make_cluster(
     queriers: int = 1,
     frontend: dict | None = None,
     compactor: dict | None = None,
+    frontend_extra: dict | None = None,
 ) -> Cluster:
     """``ingesters`` ingester processes, a distributor (OTLP/HTTP and gRPC) and ``queriers`` queriers;
     a query-frontend over the queriers when ``frontend`` (its ``query_frontend`` keys) is given, and a
-    compactor (not started) when ``compactor`` (its ``compactor`` keys) is given."""
+    compactor (not started) when ``compactor`` (its ``compactor`` keys) is given; ``frontend_extra``
+    is merged into the frontend's own config."""
     grpc_ports = [free_port() for _ in range(ingesters)]
     common: dict[str, Any] = {
         "storage": {"trace": {**storage, "blocklist_poll": "500ms"}},
@@ -218,8 +220,8 @@ def make_cluster(
     frontend_role = None
     if frontend is not None:
         addresses = [f"127.0.0.1:{q.ports['api']}" for q in query_roles]
-        frontend_role = api_role(
-            "query-frontend", "query-frontend", query_frontend={**frontend, "querier_addresses": addresses}
-        )
+        own: dict[str, Any] = {"query_frontend": {**frontend, "querier_addresses": addresses}}
+        _merge(own, json.loads(json.dumps(frontend_extra or {})))
+        frontend_role = api_role("query-frontend", "query-frontend", **own)
     compactor_role = None if compactor is None else api_role("compactor", "compactor", compactor=compactor)
     return Cluster(roles, distributor, query_roles, frontend_role, compactor_role)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -399,3 +400,70 @@ def test_a_hung_ingester_slows_neither_writes_nor_reads(tmp_path: Path) -> None:
 def _check_one(role: Role, trace_id: bytes, spans: list) -> str | None:
     code, got = _found(role, trace_id)
     return None if code == 200 and got == _span_ids(spans) else f"{trace_id.hex()}: {code} {dict(got)}"
+
+
+def _post_trace(cluster: Cluster, trace_id: bytes, spans: int) -> list[bytes]:
+    """One trace of ``spans`` spans with the given id, sent to the distributor; its span ids."""
+    now = time.time_ns()
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    span_ids = [(i + 1).to_bytes(8, "big") for i in range(spans)]
+    for span_id in span_ids:
+        span = scope_spans.spans.add(trace_id=trace_id, span_id=span_id, name="late")
+        span.start_time_unix_nano, span.end_time_unix_nano = now - 10**6, now
+    post = urllib.request.Request(
+        cluster.distributor.url("/v1/traces", "otlp_http"),
+        data=request.SerializeToString(),
+        headers={"content-type": "application/x-protobuf"},
+    )
+    with urllib.request.urlopen(post, timeout=30) as response:
+        assert response.status == 200
+    return span_ids
+
+
+def _flushed_only(ingester: Role) -> bool:
+    """The ingester holds no span in memory, and still answers for a block it flushed."""
+    client = IngesterClient(f"127.0.0.1:{ingester.ports['grpc']}")
+    try:
+        request = messages.encode_tenant(TENANT)
+        spans = list(client.recent_spans(request, timeout=5))
+        return not spans and bool(json.loads(client.recent_blocks(request, timeout=5)))
+    finally:
+        client.close()
+
+
+def test_a_block_flushed_after_the_frontends_last_poll_is_found_through_its_ingester(tmp_path: Path) -> None:
+    """The frontend sends block jobs only for blocks its list says may hold the trace; its list can be
+    a poll older than the queriers'. A block flushed since is answered by the ingester that wrote it
+    (``complete_block_timeout`` > ``blocklist_poll``): found, with the ingesters' job alone."""
+    storage = {"backend": "local", "local": {"path": str(tmp_path / "blocks")}}
+    cluster = make_cluster(
+        tmp_path,
+        storage,
+        ingesters=1,
+        replication_factor=1,
+        extra={"ingester": {"complete_block_timeout": "10m"}},
+        frontend={},
+        frontend_extra={"storage": {"trace": {"blocklist_poll": "1h"}}},  # listed once, at first use
+    ).start()
+    try:
+        (ingester,) = cluster.ingesters
+        assert cluster.frontend is not None
+        early = _post_trace(cluster, bytes.fromhex("f0" * 16), 2)
+        _wait(lambda: bool(_stored(storage)[1]), 60, cluster, "a first block")
+        code, found = _found(cluster.frontend, bytes.fromhex("f0" * 16))  # the frontend lists the blocks
+        assert code == 200 and set(found) == set(early)
+
+        late_id = bytes(15) + b"\x01"  # below every block the frontend listed: none may hold it
+        late = _post_trace(cluster, late_id, 3)
+        _wait(lambda: _flushed_only(ingester), 60, cluster, "the late trace flushed")
+        assert any(m.min_id == late_id.hex() for m in _stored(storage)[1])
+        time.sleep(1.5)  # the queriers' lists (500ms polls) have the new block; the frontend's has not
+
+        jobs = cluster.frontend.metric("tracelake_query_frontend_jobs_total", op="trace_by_id")
+        code, found = _found(cluster.frontend, late_id)
+        assert code == 200 and found == Counter(late), cluster.logs()
+        after = cluster.frontend.metric("tracelake_query_frontend_jobs_total", op="trace_by_id")
+        assert after - jobs == 1  # the ingesters' job: no block job, the frontend knows no such block
+    finally:
+        cluster.stop()

@@ -4,6 +4,7 @@ exactly what a querier alone answers — also after one querier is SIGKILLed."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -15,6 +16,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tests.querier.test_trace_by_id_api import HOLD, get
 from tests.server.harness import Server, _merge
 from tests.server.sender import post
+from tracelake.backend import open_backend
+from tracelake.block.meta import BlockMeta
+from tracelake.blocklist.tenant_index import list_blocks
+from tracelake.config import DEFAULT_TENANT, TraceStorageConfig
 from tracelake.synth import SynthConfig, generate_request_bytes
 
 NOW = int(time.time())
@@ -54,7 +59,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     frontend_cfg = {
         "query_frontend": {
             "querier_addresses": [f"127.0.0.1:{q.ports['api']}" for q in queriers],
-            "trace_by_id": {"query_shards": 3},
+            "trace_by_id": {"query_shards": 3, "blocks_per_shard": 1},  # a shard per block
             "search": {"target_bytes_per_job": 1, "concurrent_jobs": 2},  # one block per job
         }
     }
@@ -73,8 +78,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 def _same_answers(frontend: Server, querier: Server, trace_ids: list[bytes]) -> None:
     for trace_id in random.Random(5).sample(trace_ids, 15):
-        for path, accept in ((f"/api/traces/{trace_id.hex()}", "application/protobuf"),
-                             (f"/api/v2/traces/{trace_id.hex()}", "application/json")):  # fmt: skip
+        for path, accept in itertools.product(
+            (f"/api/traces/{trace_id.hex()}", f"/api/v2/traces/{trace_id.hex()}"),
+            ("application/protobuf", "application/json"),
+        ):
             via_frontend = get(frontend, path, {"Accept": accept})
             direct = get(querier, path, {"Accept": accept})
             assert via_frontend[0] == direct[0] == 200
@@ -108,7 +115,7 @@ def test_frontend_answers_as_one_querier_does(cluster) -> None:
     assert status == 400 and b"hex characters" in body
     status, _, body = get(frontend, "/api/search?q=%7B%20nope")
     assert status == 400 and b"parse error" in body
-    assert frontend.metric("tracelake_query_frontend_jobs_total", op="trace_by_id") >= 15 * 2 * 4
+    assert _jobs(frontend) >= 15 * 4 * 2  # the ingesters and at least one block per lookup
     status = json.loads(get(frontend, "/status")[2])
     assert status["ready"] and len(status["ring"]["queriers"]) == 2
 
@@ -126,3 +133,40 @@ def test_a_dead_querier_changes_nothing_but_retries(cluster) -> None:
     queriers[1].kill()
     _same_answers(frontend, queriers[0], trace_ids)
     assert retries() > before  # jobs sent to the dead querier were sent again
+
+
+def _jobs(frontend: Server) -> float:
+    return frontend.metric("tracelake_query_frontend_jobs_total", op="trace_by_id")
+
+
+def _metas(frontend: Server) -> list[BlockMeta]:
+    backend = open_backend(TraceStorageConfig(local={"path": str(frontend.root.parent / "blocks")}))
+    try:
+        return list_blocks(backend, DEFAULT_TENANT).metas
+    finally:
+        backend.close()
+
+
+def _jobs_of(frontend: Server, path: str, status: int) -> float:
+    """The trace-by-id jobs the frontend sent for one lookup of ``path``."""
+    before = _jobs(frontend)
+    assert get(frontend, path, {"Accept": "application/protobuf"})[0] == status
+    return _jobs(frontend) - before
+
+
+def test_block_jobs_only_for_shards_holding_a_block_that_may_hold_the_trace(cluster) -> None:
+    """Ingesters plus one shard per candidate block (``blocks_per_shard`` 1, up to 3): blocks whose
+    id range holds the trace id and whose time range meets ``start``/``end``; none without one."""
+    frontend, _, trace_ids = cluster
+    metas = _metas(frontend)
+    assert len(metas) == 3
+    for trace_id in random.Random(7).sample(trace_ids, 10):
+        hex_id = trace_id.hex()
+        candidates = sum(m.min_id <= hex_id <= m.max_id for m in metas)
+        assert _jobs_of(frontend, f"/api/traces/{hex_id}", 200) == 1 + candidates
+    below_every_block = "00000000000000000000000000000001"
+    assert all(m.min_id > below_every_block for m in metas)
+    assert _jobs_of(frontend, f"/api/traces/{below_every_block}", 404) == 1  # the ingesters only
+    before_every_block = min(m.start_unix_nano for m in metas) // 10**9 - 3600
+    window = urlencode({"start": before_every_block - 60, "end": before_every_block})
+    assert _jobs_of(frontend, f"/api/traces/{trace_ids[0].hex()}?{window}", 404) == 1

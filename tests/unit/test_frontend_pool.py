@@ -4,6 +4,7 @@ one is hedged and the first answer wins, a 4xx is the answer (not retried)."""
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -85,3 +86,49 @@ def test_client_errors_are_answers_and_total_failure_is_an_error(querier) -> Non
         nobody.run(Job("t3", "/ok", {}, {}))
     pool.close()
     nobody.close()
+
+
+@pytest.fixture
+def keep_alive():
+    """An HTTP/1.1 server that keeps connections open, except that it closes one after answering
+    ``/then-close`` (without saying so, as a keep-alive timeout does); the client ports it saw."""
+    ports: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            ports.append(self.client_address[1])
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            if self.path.startswith("/then-close"):
+                self.wfile.flush()
+                self.close_connection = True
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", ports
+    server.shutdown()
+
+
+def test_jobs_reuse_a_kept_alive_connection(keep_alive) -> None:
+    address, ports = keep_alive
+    pool = QuerierPool([address], timeout=5, max_retries=0)
+    assert [pool.run(Job("t4", f"/ok/{i}", {}, {})).body for i in range(5)] == [b"ok"] * 5
+    assert len(ports) == 5 and len(set(ports)) == 1  # one connection for the five jobs
+    pool.close()
+
+
+def test_a_connection_the_querier_closed_while_idle_is_replaced_not_counted_a_failure(keep_alive) -> None:
+    address, ports = keep_alive
+    pool = QuerierPool([address], timeout=5, max_retries=0)  # no retry: a failure would raise
+    assert pool.run(Job("t5", "/then-close", {}, {})).body == b"ok"
+    time.sleep(0.2)  # the server has closed its end of the idle connection
+    assert pool.run(Job("t5", "/ok", {}, {})).body == b"ok"
+    assert len(set(ports)) == 2 and _metric("tracelake_query_frontend_failed_jobs_total", "t5") == 0
+    pool.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import uuid
 from dataclasses import dataclass
 
 from tracelake.errors import InvalidInputError
@@ -79,3 +80,22 @@ def block_id_shards(count: int) -> list[tuple[str, str]]:
         (f"{lo:08x}-0000-0000-0000-000000000000", f"{hi - 1:08x}-ffff-ffff-ffff-ffffffffffff")
         for lo, hi in itertools.pairwise(bounds)
     ]
+
+
+def _before(block_id: str) -> str:
+    """The block id just below ``block_id``: the inclusive end of the range before it."""
+    return str(uuid.UUID(int=uuid.UUID(block_id).int - 1))
+
+
+def candidate_shards(block_ids: list[str], count: int) -> list[tuple[str, str]]:
+    """At most ``count`` contiguous ranges covering the whole block-id space, with ``block_ids`` split
+    evenly between them.
+
+    The whole space, not just around the given blocks: a querier may know blocks the caller does not
+    (a compaction's output written since the caller's block list), and each must fall in some range.
+    """
+    ids = sorted({b for b in block_ids if _BLOCK_ID.match(b)})
+    count = max(1, min(count, len(ids)))
+    starts = [MIN_BLOCK_ID] + [ids[round(i * len(ids) / count)] for i in range(1, count)]
+    ends = [_before(start) for start in starts[1:]] + [MAX_BLOCK_ID]
+    return list(zip(starts, ends, strict=True))
