@@ -63,8 +63,8 @@ def sample():  # RssAnon excludes file pages, e.g. the memory-mapped input block
 threading.Thread(target=sample, daemon=True).start()
 code = 0
 if sys.argv[1:]:
-    from tracelake.cli.main import main
-    code = main(sys.argv[1:])
+    from tracelake.cli.launch import main  # the console script: picks the compactor's Arrow pool
+    code = main()
 else:
     import tracelake.compactor.service  # noqa: F401
 usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -10,9 +10,10 @@ from tracelake.config import Config
 
 
 def _prefer_jemalloc() -> None:
-    """Arrow's default pool in these wheels is mimalloc, which keeps freed pages mapped: a 10-input
-    merge of 100k spans peaked at 271 MiB RSS with it and 197 MiB with jemalloc, at the same CPU
-    time. Only a process that runs nothing but the compactor switches (``serve`` keeps the default).
+    """For Python's own Arrow allocations when the process did not start through the ``tracelake``
+    console script (``python -m tracelake.cli.main``): that script already loads Arrow with jemalloc
+    as the default pool for the compactor's commands (``tracelake.cli.launch``), which also covers
+    Parquet's readers and writers. mimalloc, the wheels' default, keeps freed pages mapped.
     """
     import pyarrow as pa
 

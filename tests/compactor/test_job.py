@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -146,3 +149,28 @@ def test_a_long_job_renews_its_leases_and_stops_when_one_is_taken_over(
         run_job(backend, job, slow, CFG, "me", clock=lambda: float(next(ticks)), on_progress=take_over)
     assert not backend.exists(keys.block_key("other", job.output_block_id, keys.META))
     assert len(list_blocks(backend, "other").metas) == 3  # nothing committed, inputs untouched
+
+
+_HEAP_CHILD = """
+from tracelake.compaction.job import release_freed_memory
+
+def anon():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssAnon:")) // 1024
+
+blocks = [bytearray(4000) for _ in range(50_000)]  # 200 MB of the C heap (above pymalloc's sizes)
+keep = bytearray(4000)  # allocated last: the heap's top stays in use, so free() cannot shrink it
+del blocks
+before = anon()
+release_freed_memory()
+print(before, anon())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
+def test_a_job_gives_freed_heap_pages_back_to_the_system() -> None:
+    """Between jobs a compactor keeps only what it uses: freed heap pages below a live allocation
+    stay resident until ``malloc_trim`` (which ``run_job`` calls when a job ends)."""
+    done = subprocess.run([sys.executable, "-c", _HEAP_CHILD], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    before, after = map(int, done.stdout.split())
+    assert before - after > 150, (before, after)  # MiB

@@ -12,6 +12,9 @@ writes the same block rather than a second copy; a retry that finds the output c
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import json
 import logging
 import time
@@ -42,6 +45,24 @@ BUFFERED_BATCHES = 2
 OUTPUT_COPIES = 4
 MIN_ROWS = 256
 MAX_ROWS = 65536
+
+
+@functools.cache
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system after a job. A job's numpy arrays and Python
+    objects come and go in glibc's heap, which keeps freed pages between live ones: after the 11 jobs
+    of benchmarks/compaction_bench.py the heap held 45 MiB, 23 MiB with a trim after each job
+    (a long-running compactor sits at the lower figure between jobs)."""
+    trim = _libc_malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @dataclass
@@ -157,3 +178,4 @@ def run_job(
         return result
     finally:
         lease.release(backend, held)
+        release_freed_memory()
