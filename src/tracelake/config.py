@@ -129,6 +129,9 @@ class TraceStorageConfig(_Section):
     bloom_cache_max_bytes: int = 1 << 30
     # Narrow block columns search keeps decoded (4-8 bytes per span and column; 0 = none).
     search_cache_max_bytes: int = 512 << 20
+    # Parsed data.parquet footers of the blocks lookups read (about 38 KiB per row group: ~9.5 MiB per
+    # 1M spans), least recently used out.
+    footer_cache_max_bytes: int = 256 << 20
 
     _d = _durations("blocklist_poll", "blocklist_poll_stale_tenant_index")
 

@@ -42,6 +42,8 @@ class TraceDB:
         self.cfg = cfg
         self._readers: OrderedDict[str, BlockReader] = OrderedDict()
         self._readers_lock = threading.Lock()
+        self._footer_bytes = 0  # parsed footers of the cached readers (each counted once parsed)
+        self._footer_counted: dict[str, int] = {}
         self._block_lists = BlockListCache(backend, cfg.blocklist_poll, cfg.blocklist_poll_stale_tenant_index)
         self._pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="tracelake-lookup")
         self._blooms = BloomCache(cfg.bloom_cache_max_bytes)
@@ -85,17 +87,49 @@ class TraceDB:
         return self._block_lists.get(tenant)
 
     def reader(self, meta: BlockMeta) -> BlockReader:
-        """A cached reader per block (its bloom shards and Parquet footer stay parsed)."""
+        """A cached reader per block (its bloom shards and Parquet footer stay parsed), least recently
+        used out past ``_READER_CACHE_SIZE`` readers or ``footer_cache_max_bytes`` of parsed footers."""
         with self._readers_lock:  # lookups run on several threads
             reader = self._readers.get(meta.block_id)
             if reader is None:
-                reader = BlockReader(self.backend, meta, self._blooms)
+                reader = BlockReader(self.backend, meta, self._blooms, self._footer_parsed)
                 self._readers[meta.block_id] = reader
-                if len(self._readers) > _READER_CACHE_SIZE:
-                    self._readers.popitem(last=False)
+                self._evict_readers(keep=reader)
             else:
                 self._readers.move_to_end(meta.block_id)
             return reader
+
+    @property
+    def footer_cache_bytes(self) -> int:
+        """Estimated memory of the parsed footers the cached readers hold."""
+        return self._footer_bytes
+
+    def _footer_parsed(self, reader: BlockReader) -> None:
+        with self._readers_lock:
+            if self._readers.get(reader.meta.block_id) is not reader:
+                return  # dropped from the cache meanwhile: its footer goes with it
+            counted = reader.footer_bytes
+            self._footer_counted[reader.meta.block_id] = counted
+            self._footer_bytes += counted
+            self._evict_readers(keep=reader)
+
+    def _evict_readers(self, keep: BlockReader) -> None:
+        """Drop least recently used readers (never ``keep``) while over the count or footer budget.
+        A lookup still holding a dropped reader finishes with it."""
+        limit = self.cfg.footer_cache_max_bytes
+        if len(self._readers) <= _READER_CACHE_SIZE and self._footer_bytes <= limit:
+            read_metrics.footer_cache_bytes.set(self._footer_bytes)
+            return
+        for block_id in list(self._readers):
+            if len(self._readers) <= _READER_CACHE_SIZE and self._footer_bytes <= limit:
+                break
+            old = self._readers[block_id]
+            if old is keep:
+                continue
+            del self._readers[block_id]
+            self._footer_bytes -= self._footer_counted.pop(block_id, 0)
+            read_metrics.footer_cache_evictions.inc()
+        read_metrics.footer_cache_bytes.set(self._footer_bytes)
 
     def summary(self, meta: BlockMeta) -> pa.Table:
         """A block's per-trace summary, cached (least recently used first out, bounded in bytes)."""

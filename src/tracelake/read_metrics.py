@@ -19,6 +19,12 @@ bloom_cache_requests = Counter(
 bloom_cache_evictions = Counter(
     "tracelake_bloom_cache_evictions_total", "Bloom shards dropped to stay within the memory budget."
 )
+footer_cache_bytes = Gauge(
+    "tracelake_footer_cache_bytes", "Estimated bytes of parsed data.parquet footers held by block readers."
+)
+footer_cache_evictions = Counter(
+    "tracelake_footer_cache_evictions_total", "Block readers dropped to keep parsed footers within budget."
+)
 summary_cache_bytes = Gauge("tracelake_summary_cache_bytes", "Bytes of block summaries held for search.")
 search_cache_bytes = Gauge("tracelake_search_cache_bytes", "Bytes of block columns held decoded for search.")
 search_cache_requests = Counter(

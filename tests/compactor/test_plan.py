@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tracelake.block.meta import FORMAT_V1, BlockMeta
-from tracelake.compaction.plan import plan
+from tracelake.block.meta import FORMAT_V1, BlockMeta, RowGroupRange
+from tracelake.compaction.plan import ROW_GROUP_METADATA_BYTES, max_input_row_groups, plan
 from tracelake.config import CompactionConfig
 
 NS = 1_000_000_000
@@ -19,6 +19,7 @@ def meta(
     tenant: str = "t",
     traces: int = 10,
     fmt: str = FORMAT_V1,
+    groups: int = 0,
 ) -> BlockMeta:
     end = int(hour * 3600 * NS)
     return BlockMeta(
@@ -33,6 +34,7 @@ def meta(
         total_spans=traces * 10,
         size=size,
         compaction_level=level,
+        row_groups=[RowGroupRange("0" * 32, "f" * 32, i, 1) for i in range(groups)],
     )
 
 
@@ -113,3 +115,15 @@ def test_no_block_in_two_jobs_and_ids_are_deterministic() -> None:
 def test_oldest_window_first() -> None:
     blocks = [meta("late1", hour=20), meta("late2", hour=20), meta("early1", hour=5), meta("early2", hour=5)]
     assert ids(plan(blocks, CompactionConfig(), NOW)) == [["early1", "early2"], ["late1", "late2"]]
+
+
+def test_a_jobs_row_groups_stay_within_half_the_memory_budget() -> None:
+    """Parquet metadata (each input's footer, the output writer's) grows with row groups, outside the
+    rows the budget sizes: a job takes no more row groups than half the budget can hold."""
+    cfg = CompactionConfig(memory_budget_bytes=8 * 2 * ROW_GROUP_METADATA_BYTES)  # 8 row groups
+    assert max_input_row_groups(cfg) == 8
+    blocks = [meta(f"b{i}", size=100 + i, groups=3) for i in range(5)] + [meta("big", size=999, groups=9)]
+    jobs = plan(blocks, cfg, NOW)
+    assert ids(jobs) == [["b0", "b1"], ["b2", "b3"]]  # 6 row groups each; "big" alone exceeds 8
+    assert all(sum(len(m.row_groups) for m in j.inputs) <= 8 for j in jobs)
+    assert max_input_row_groups(CompactionConfig()) * 4000 > 1_000_000  # default: ~1.4M spans a job
