@@ -82,7 +82,7 @@ def _cut_utf8(text: str, limit: int) -> str:
 
 def _cut(values: pa.Array | pa.ChunkedArray, limit: int) -> tuple[pa.Array | pa.ChunkedArray, int]:
     """Values longer than ``limit`` bytes cut to ``limit`` bytes (only the long ones touch Python)."""
-    if _max_len(values) <= limit:
+    if _none_longer(values, limit):
         return values, 0
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -106,6 +106,13 @@ def _cut(values: pa.Array | pa.ChunkedArray, limit: int) -> tuple[pa.Array | pa.
 
 def _long(values: pa.Array, limit: int) -> np.ndarray:
     return pc.fill_null(pc.greater(pc.binary_length(values), limit), False).to_numpy(zero_copy_only=False)
+
+
+def _none_longer(values: pa.Array | pa.ChunkedArray, limit: int) -> bool:
+    """No value is longer than ``limit`` bytes. The array's size (one C call) bounds every value,
+    which settles most columns of a small request without the offsets: a request of one 10-span
+    trace spent 220 of its 730 µs in these checks before."""
+    return values.nbytes <= limit or _max_len(values) <= limit
 
 
 def _max_len(values: pa.Array | pa.ChunkedArray) -> int:
@@ -140,7 +147,7 @@ def _cut_attributes(attributes, limit: int) -> int:
 
 def _cut_messages(column: pa.Array, message_type, limit: int) -> tuple[pa.Array, int]:
     """Truncate strings inside serialized Resource/InstrumentationScope dictionary entries."""
-    if _max_len(column.dictionary) <= limit:
+    if _none_longer(column.dictionary, limit):
         return column, 0
     dictionary = column.dictionary.to_pylist()
     total = 0
@@ -163,7 +170,7 @@ def _cut_messages(column: pa.Array, message_type, limit: int) -> tuple[pa.Array,
 
 def _cut_events_and_links(table: pa.Table, limit: int) -> tuple[pa.Table, int]:
     events, links = table["events"].combine_chunks(), table["links"].combine_chunks()
-    if max(_max_len(events), _max_len(links)) <= limit:
+    if _none_longer(events, limit) and _none_longer(links, limit):
         return table, 0
     long_rows = np.flatnonzero(_long(events, limit) | _long(links, limit))
     if not len(long_rows):
@@ -216,8 +223,9 @@ def _truncate_strings(table: pa.Table, limit: int) -> tuple[pa.Table, int]:
             table = table.set_column(table.schema.get_field_index(column), table.schema.field(column), values)
             total += count
     for column in (*_RESOURCE_COLUMNS, "scope_name", "scope_version"):
-        values, _ = _cut(table[column], limit)  # copies of resource/scope values: already counted
-        table = table.set_column(table.schema.get_field_index(column), table.schema.field(column), values)
+        values, count = _cut(table[column], limit)  # copies of resource/scope values: already counted
+        if count:
+            table = table.set_column(table.schema.get_field_index(column), table.schema.field(column), values)
     table, count = _cut_events_and_links(table, limit)
     return table, total + count
 
@@ -232,7 +240,7 @@ def _deep_candidates(values: pa.Array) -> np.ndarray:
     """Rows that could hold a value nested too deep: long enough, with enough nesting tag bytes."""
     n = len(values)
     candidates = np.zeros(n, bool)
-    if n == 0 or _max_len(values) < _NESTING_CHECK_BYTES:
+    if n == 0 or _none_longer(values, _NESTING_CHECK_BYTES - 1):
         return candidates
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + n + 1]
     for row in np.flatnonzero((offsets[1:] - offsets[:-1]) >= _NESTING_CHECK_BYTES).tolist():
@@ -248,7 +256,7 @@ def _unparseable_spans(table: pa.Table) -> np.ndarray:
     items = attributes.values
     raw = items.field("bytes")
     events, links = table["events"].combine_chunks(), table["links"].combine_chunks()
-    if max(_max_len(raw), _max_len(events), _max_len(links)) < _NESTING_CHECK_BYTES:
+    if all(_none_longer(v, _NESTING_CHECK_BYTES - 1) for v in (raw, events, links)):
         return bad
     types = items.field("type").to_numpy(zero_copy_only=False)
     complex_items = np.flatnonzero(
