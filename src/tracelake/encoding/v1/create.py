@@ -73,7 +73,10 @@ def _writer_options(cfg: BlockConfig) -> dict:
         use_dictionary=dictionary,
         column_encoding={name: "BYTE_STREAM_SPLIT" for name in _BYTE_STREAM_SPLIT},
         write_statistics=_STATISTICS,
-        write_page_index=True,
+        # No page index: a row group (~4000 spans) is one or two pages per column, so it lets a reader
+        # skip nothing that row-group statistics do not (pyarrow and DuckDB never read it), and the
+        # writer keeps it in memory until the file closes: 57 -> 39 KiB per row group without it.
+        write_page_index=False,
         sorting_columns=[
             pq.SortingColumn(BLOCK_SCHEMA.get_field_index("trace_id")),
             pq.SortingColumn(BLOCK_SCHEMA.get_field_index("start_time_unix_nano")),
