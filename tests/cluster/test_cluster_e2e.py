@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
@@ -465,5 +466,31 @@ def test_a_block_flushed_after_the_frontends_last_poll_is_found_through_its_inge
         assert code == 200 and found == Counter(late), cluster.logs()
         after = cluster.frontend.metric("tracelake_query_frontend_jobs_total", op="trace_by_id")
         assert after - jobs == 1  # the ingesters' job: no block job, the frontend knows no such block
+    finally:
+        cluster.stop()
+
+
+def test_a_querier_that_knows_a_new_ingester_still_finds_traces_on_their_former_replicas(
+    tmp_path: Path,
+) -> None:
+    """Scale-out: the distributor still writes to two ingesters (rf 1) while the querier already
+    lists a third, new one. Under the new ring about a third of the traces belong to the new
+    ingester, which holds none of them: a querier asking only the current replicas would miss them
+    until the old owners flushed. Right after a ring change every ingester is asked."""
+    storage = {"backend": "local", "local": {"path": str(tmp_path / "blocks")}}
+    slow = {"ingester": {"trace_idle_period": "1m", "max_block_duration": "10m"}}
+    cluster = make_cluster(tmp_path, storage, ingesters=3, replication_factor=1, extra=slow)
+    old_members = cluster.distributor.config["ingester"]["lifecycler"]["ring"]["members"][:2]
+    cluster.distributor.config["ingester"]["lifecycler"]["ring"]["members"] = old_members
+    cluster.distributor.config_path.write_text(yaml.safe_dump(cluster.distributor.config))
+    cluster.start()
+    try:
+        traces = _make_traces(90)
+        exporter = OTLPSpanExporter(endpoint=cluster.distributor.url("/v1/traces", "otlp_http"), timeout=20)
+        assert exporter.export([s for spans in traces.values() for s in spans]) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+        held = [i.metric("tracelake_distributor_spans_received_total") for i in cluster.ingesters]
+        assert held[2] == 0 and sum(held) == 3 * len(traces)  # the new ingester holds nothing
+        assert _check_every_trace(cluster.querier, traces) == []
     finally:
         cluster.stop()

@@ -332,3 +332,26 @@ def test_split_reads_trace_ids_written_after_other_fields() -> None:
     for owner, part in parts.items():
         (got,) = ExportTraceServiceRequest.FromString(part).resource_spans[0].scope_spans[0].spans
         assert got.trace_id == bytes([owner]) * 16 and got.name == "n"
+
+
+def test_after_the_members_change_a_lookup_asks_every_ingester_until_placement_settles() -> None:
+    """Spans written before a ring change sit on the trace's old replicas until those flushed them:
+    for ``placement_settle`` after a change (or after the process started) every ingester is asked."""
+    from tracelake.ring import MemberSource, ring_key
+
+    pool = _FakePool()
+    watcher = _watcher(6, 3)
+    recent = RingRecentTraces(watcher, pool, 1, placement_settle=60)  # type: ignore[arg-type]
+    trace_id = b"\x01" * 16
+    recent.find_trace("t", trace_id)
+    assert sorted(pool.asked) == sorted(watcher.ring.members)  # just started: placement unknown
+    watcher.changed_at -= 61
+    pool.asked.clear()
+    recent.find_trace("t", trace_id)
+    assert sorted(pool.asked) == sorted(watcher.ring.replicas(ring_key("t", trace_id)))
+    watcher.source = MemberSource([f"127.0.0.1:{9000 + i}" for i in range(7)])  # one more ingester
+    assert watcher.refresh_now()
+    pool.asked.clear()
+    recent.find_trace("t", trace_id)
+    assert len(pool.asked) == 7
+    recent.close()

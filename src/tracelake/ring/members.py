@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from tracelake.errors import ConfigError
@@ -83,6 +84,9 @@ class RingWatcher:
         self.refresh = refresh
         self.on_change = on_change
         self.ring = Ring(source.members(), replication_factor, tokens_per_member)
+        # When the members last changed (monotonic; a new process counts as a change: it cannot know
+        # where traces were placed before it started).
+        self.changed_at = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -93,6 +97,7 @@ class RingWatcher:
             return False
         log.info("ring members changed", extra={"members": ",".join(members)})
         self.ring = Ring(members, self.replication_factor, self.tokens_per_member)
+        self.changed_at = time.monotonic()
         if self.on_change is not None:
             self.on_change(self.ring)
         return True

@@ -16,12 +16,13 @@ class Cluster:
     watcher: RingWatcher
     pool: ClientPool
     timeout: float
+    placement_settle: float = 0.0  # how long after a ring change lookups ask every ingester
 
     def pusher(self) -> RingPusher:
         return RingPusher(self.watcher, self.pool, self.timeout)
 
     def recent(self) -> RingRecentTraces:
-        return RingRecentTraces(self.watcher, self.pool, self.timeout)
+        return RingRecentTraces(self.watcher, self.pool, self.timeout, self.placement_settle)
 
     def close(self) -> None:
         self.watcher.stop()
@@ -39,4 +40,14 @@ def connect(cfg: Config) -> Cluster:
         on_change=lambda ring: pool.keep_only(ring.members),
     )
     watcher.start()
-    return Cluster(watcher, pool, cfg.ingester_client.remote_timeout)
+    ingester = cfg.ingester
+    # What an ingester holds is cut after trace_idle_period, its head block after max_block_duration
+    # and flushed at the next flush check; the ingester answers for that block until
+    # complete_block_timeout, by which time readers' block lists have it (docs/read-path.md).
+    settle = (
+        ingester.trace_idle_period
+        + ingester.max_block_duration
+        + 2 * ingester.flush_check_period
+        + ingester.complete_block_timeout
+    )
+    return Cluster(watcher, pool, cfg.ingester_client.remote_timeout, settle)

@@ -1,5 +1,11 @@
-"""The querier's ``RecentTraces`` over RPC: a trace by id is asked of its replicas on the ring (as
-Tempo's querier does), search and recent blocks of every ingester; answers are merged.
+"""The querier's ``RecentTraces`` over RPC: a trace by id is asked of its replicas on the ring, search
+and recent blocks of every ingester; answers are merged.
+
+After the members change (and after this process starts, when it cannot know the earlier members) a
+trace's spans may still sit on the ingesters that owned it before: until those have cut and flushed
+what they hold and stopped answering for it (``placement_settle``: trace idle period, max block
+duration, flush checks and complete block timeout), a trace by id is asked of every ingester, as
+Tempo's querier always does.
 
 Writes succeed on a quorum W = floor(rf/2)+1 of a trace's replicas, so any W-1 ingesters may be
 missing and every acknowledged span is still held by one that answered. Up to W-1 failures (dead,
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,10 +44,13 @@ _DEADLINE_SLACK = 5.0
 
 
 class RingRecentTraces:
-    def __init__(self, watcher: RingWatcher, pool: ClientPool, timeout: float) -> None:
+    def __init__(
+        self, watcher: RingWatcher, pool: ClientPool, timeout: float, placement_settle: float = 0.0
+    ) -> None:
         self.watcher = watcher
         self.pool = pool
         self.timeout = timeout
+        self.placement_settle = placement_settle
         self._streams = ThreadPoolExecutor(8, thread_name_prefix="recent-spans")
 
     def _ask(self, method: str, members: Sequence[str], start: Callable[[IngesterClient], Call]) -> list:
@@ -85,10 +95,12 @@ class RingRecentTraces:
 
     def find_trace(self, tenant: str, trace_id: bytes) -> list[pa.Table]:
         request = messages.encode_find_trace(tenant, trace_id)
-        replicas = self.watcher.ring.replicas(ring_key(tenant, trace_id))  # where it was sent
-        answers = self._ask(
-            "find_trace", replicas, lambda c: c.find_trace.future(request, timeout=self.timeout)
-        )
+        ring = self.watcher.ring
+        if time.monotonic() - self.watcher.changed_at < self.placement_settle:
+            asked = ring.members  # older spans may be on the replicas of the members before
+        else:
+            asked = ring.replicas(ring_key(tenant, trace_id))  # where it was sent
+        answers = self._ask("find_trace", asked, lambda c: c.find_trace.future(request, timeout=self.timeout))
         return [table for data in answers for table in messages.decode_tables(data)]
 
     def recent_spans(self, tenant: str) -> list[pa.Table]:
