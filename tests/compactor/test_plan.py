@@ -127,3 +127,15 @@ def test_a_jobs_row_groups_stay_within_half_the_memory_budget() -> None:
     assert ids(jobs) == [["b0", "b1"], ["b2", "b3"]]  # 6 row groups each; "big" alone exceeds 8
     assert all(sum(len(m.row_groups) for m in j.inputs) <= 8 for j in jobs)
     assert max_input_row_groups(CompactionConfig()) * 4000 > 1_000_000  # default: ~1.6M spans a job
+
+
+def test_in_the_current_window_a_job_the_limits_fill_does_not_wait_for_more_inputs() -> None:
+    """Ten inputs make a full job in the window still receiving blocks; when the row-group bound
+    stops a run first, it is as full as it can get (else large level-1 blocks would wait for the
+    window to close). A few small blocks cut off by one large block still wait."""
+    cfg = CompactionConfig(memory_budget_bytes=20 * 2 * ROW_GROUP_METADATA_BYTES)  # 20 row groups
+    big_inputs = [meta(f"l1-{i}", hour=100.5, level=1, size=100 + i, groups=5) for i in range(6)]
+    jobs = plan(big_inputs, cfg, NOW)
+    assert ids(jobs) == [["l1-0", "l1-1", "l1-2", "l1-3"]]  # 20 row groups: full at 4 inputs
+    small = [meta(f"s{i}", hour=100.5, size=10 + i, groups=1) for i in range(3)]
+    assert plan([*small, meta("large", hour=100.5, size=99, groups=19)], cfg, NOW) == []

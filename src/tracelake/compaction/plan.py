@@ -79,9 +79,9 @@ def plan(metas: Iterable[BlockMeta], cfg: CompactionConfig, now_unix: float) -> 
     for (tenant, _, window, _), members in sorted(
         groups.items(), key=lambda kv: (kv[0][2], kv[0][3], kv[0][0])
     ):
-        minimum = cfg.max_input_blocks if window >= current_window else 2
-        for inputs in _fill(sorted(members, key=lambda m: (m.size, m.block_id)), cfg):
-            if len(inputs) >= minimum:
+        closed = window < current_window
+        for inputs, full in _fill(sorted(members, key=lambda m: (m.size, m.block_id)), cfg):
+            if closed or full:
                 level = max(m.compaction_level for m in inputs)
                 jobs.append(Job(tenant, window, level, tuple(inputs)))
     return jobs
@@ -94,21 +94,28 @@ def max_input_row_groups(cfg: CompactionConfig) -> int:
     return max(1, (cfg.memory_budget_bytes // 2) // ROW_GROUP_METADATA_BYTES)
 
 
-def _fill(candidates: list[BlockMeta], cfg: CompactionConfig) -> list[list[BlockMeta]]:
-    """Consecutive runs of ``candidates`` (smallest first) within the per-job limits."""
+def _fill(candidates: list[BlockMeta], cfg: CompactionConfig) -> list[tuple[list[BlockMeta], bool]]:
+    """Consecutive runs of ``candidates`` (smallest first) within the per-job limits, each with
+    whether it is full: ``max_input_blocks`` inputs, or the next candidate did not fit and the run
+    already uses half of a limit (waiting for more blocks would not make the job much larger; a run
+    of small blocks cut by one large block is not full)."""
     max_groups = max_input_row_groups(cfg)
-    runs: list[list[BlockMeta]] = []
+    runs: list[tuple[list[BlockMeta], bool]] = []
     run: list[BlockMeta] = []
     size = traces = groups = 0
     for meta in candidates:
         fits = (
-            len(run) < cfg.max_input_blocks
-            and size + meta.size <= cfg.max_block_bytes
+            size + meta.size <= cfg.max_block_bytes
             and traces + meta.total_traces <= cfg.max_compaction_objects
             and groups + len(meta.row_groups) <= max_groups
         )
-        if not fits:
-            runs.append(run)
+        if len(run) == cfg.max_input_blocks or not fits:
+            half_used = (
+                2 * size >= cfg.max_block_bytes
+                or 2 * traces >= cfg.max_compaction_objects
+                or 2 * groups >= max_groups
+            )
+            runs.append((run, len(run) == cfg.max_input_blocks or half_used))
             run, size, traces, groups = [], 0, 0, 0
             if (
                 meta.size > cfg.max_block_bytes
@@ -120,5 +127,5 @@ def _fill(candidates: list[BlockMeta], cfg: CompactionConfig) -> list[list[Block
         size += meta.size
         traces += meta.total_traces
         groups += len(meta.row_groups)
-    runs.append(run)
-    return [r for r in runs if len(r) >= 2]
+    runs.append((run, len(run) == cfg.max_input_blocks))
+    return [(r, full) for r, full in runs if len(r) >= 2]
