@@ -235,28 +235,25 @@ class LocalBackend(Backend):
             raise ObjectNotFoundError(f"object {key} not found in {self.description}")
         return st.st_size
 
-    def open_input_file(self, key: str) -> pa.NativeFile:
+    def _open_file(self, key: str, open_: Callable[[str, str], pa.NativeFile]) -> pa.NativeFile:
         path = self._path(key)
         if path.is_dir():
             raise ObjectNotFoundError(f"object {key} not found in {self.description}")
         try:
-            # A memory map keeps reading the old file if the object is replaced meanwhile (the
-            # rename leaves the mapped inode intact), so readers never see a mix of versions.
-            return pa.memory_map(str(path), "r")
+            return open_(str(path), "r")
         except OSError as exc:
             raise self._error("open", key, exc) from exc
+
+    def open_input_file(self, key: str) -> pa.NativeFile:
+        # A memory map keeps reading the old file if the object is replaced meanwhile (the rename
+        # leaves the mapped inode intact), so readers never see a mix of versions.
+        return self._open_file(key, pa.memory_map)
 
     def open_scan_file(self, key: str) -> pa.NativeFile:
         # Reads into Arrow buffers: a memory map's file pages count in the process's RSS while
         # mapped. An open file keeps reading the old inode if the object is replaced, as a memory
         # map does.
-        path = self._path(key)
-        if path.is_dir():
-            raise ObjectNotFoundError(f"object {key} not found in {self.description}")
-        try:
-            return pa.OSFile(str(path), "r")
-        except OSError as exc:
-            raise self._error("open", key, exc) from exc
+        return self._open_file(key, pa.OSFile)
 
     # -- listings ------------------------------------------------------------------------------
 
