@@ -116,15 +116,16 @@ class TraceDB:
     def _evict_readers(self, keep: BlockReader) -> None:
         """Drop least recently used readers (never ``keep``) while over the count or footer budget.
         A lookup still holding a dropped reader finishes with it."""
-        limit = self.cfg.footer_cache_max_bytes
-        if len(self._readers) <= _READER_CACHE_SIZE and self._footer_bytes <= limit:
-            read_metrics.footer_cache_bytes.set(self._footer_bytes)
-            return
-        for block_id in list(self._readers):
-            if len(self._readers) <= _READER_CACHE_SIZE and self._footer_bytes <= limit:
+
+        def over() -> bool:
+            limit = self.cfg.footer_cache_max_bytes
+            return len(self._readers) > _READER_CACHE_SIZE or self._footer_bytes > limit
+
+        oldest_first = list(self._readers) if over() else []  # no copy on the common path
+        for block_id in oldest_first:
+            if not over():
                 break
-            old = self._readers[block_id]
-            if old is keep:
+            if self._readers[block_id] is keep:
                 continue
             del self._readers[block_id]
             self._footer_bytes -= self._footer_counted.pop(block_id, 0)

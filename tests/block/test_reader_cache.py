@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from prometheus_client import REGISTRY
 
-from tracelake import read_metrics
 from tracelake.backend import open_backend
 from tracelake.codec.decode import decode_otlp
 from tracelake.config import BlockConfig, LocalStorageConfig, TraceStorageConfig
@@ -17,6 +17,10 @@ from tracelake.encoding.v1.find_trace import PARSED_FOOTER_BYTES_PER_ROW_GROUP
 from tracelake.synth import SynthConfig, generate_request_bytes
 
 TENANT = "single-tenant"
+
+
+def _metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 def _blocks(db: TraceDB, count: int) -> list[tuple[object, bytes, int]]:
@@ -40,15 +44,15 @@ def test_parsed_footers_stay_within_their_budget_and_evicted_blocks_are_read_aga
     budget = 2 * one_block
     cfg = TraceStorageConfig(local=LocalStorageConfig(path=str(tmp_path)), footer_cache_max_bytes=budget)
     db = TraceDB(open_backend(cfg), cfg)
-    evicted_before = read_metrics.footer_cache_evictions._value.get()
+    evicted_before = _metric("tracelake_footer_cache_evictions_total")
     try:
         for _ in range(2):  # the second round reads every block again after it was dropped
             for meta, trace_id, span_count in blocks:
                 found = db.reader(meta).find_trace(trace_id)
                 assert found is not None and found.num_rows == span_count
                 assert 0 < db.footer_cache_bytes <= budget
-        assert read_metrics.footer_cache_evictions._value.get() - evicted_before >= 8
-        assert read_metrics.footer_cache_bytes._value.get() == db.footer_cache_bytes
+        assert _metric("tracelake_footer_cache_evictions_total") - evicted_before >= 8
+        assert _metric("tracelake_footer_cache_bytes") == db.footer_cache_bytes
     finally:
         db.close()
 

@@ -126,7 +126,7 @@ def test_a_jobs_row_groups_stay_within_half_the_memory_budget() -> None:
     jobs = plan(blocks, cfg, NOW)
     assert ids(jobs) == [["b0", "b1"], ["b2", "b3"]]  # 6 row groups each; "big" alone exceeds 8
     assert all(sum(len(m.row_groups) for m in j.inputs) <= 8 for j in jobs)
-    assert max_input_row_groups(CompactionConfig()) * 4000 > 1_000_000  # default: ~1.6M spans a job
+    assert max_input_row_groups(CompactionConfig()) * 4000 > 1_000_000  # default: ~1.7M spans a job
 
 
 def test_in_the_current_window_a_job_the_limits_fill_does_not_wait_for_more_inputs() -> None:

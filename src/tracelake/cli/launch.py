@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 # Processes that run nothing but the compactor allocate and free row batches all day. mimalloc (the
 # wheels' default) keeps freed pages mapped; jemalloc returns them: `tracelake compact` on
-# benchmarks/compaction_bench.py's 100 blocks peaked at 247 MiB RSS with mimalloc, 209-217 MiB with
-# jemalloc as the load-time pool, 4% less CPU (docs/compaction.md, "Memory").
+# `python benchmarks/compaction_bench.py` printed 246-252 MiB peak RSS with mimalloc and 213-219 MiB
+# with jemalloc as the load-time pool (and malloc_trim per job), CPU within noise (docs/compaction.md).
 COMPACTOR_COMMANDS = frozenset({"compact", "compactor"})
 ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 

@@ -169,7 +169,8 @@ class BlockWriter:
         self._pending_rows += rows.num_rows
         self.spans += rows.num_rows
         # A full group is written as soon as one exists (the partial rest waits): waiting for two
-        # held 4 MiB more of Arrow memory in a 10-input compaction (benchmarks/compaction_bench.py).
+        # held 4 MiB more of Arrow memory (pool peak 58 -> 54 MiB in `tracelake compact` on
+        # benchmarks/compaction_bench.py's blocks).
         if self._pending_rows >= self.cfg.parquet_row_group_size_spans:
             self._flush_groups(final=False)
 

@@ -28,6 +28,9 @@ from tracelake.errors import BlockFormatError, ObjectNotFoundError
 # 3.9 KB per row group in the file. A reader keeps its footer parsed, so a process holding readers of
 # many large blocks must bound them by this, not by count.
 PARSED_FOOTER_BYTES_PER_ROW_GROUP = 38 << 10
+# What a Parquet writer keeps per row group written until the file closes (the footer it will write):
+# 39 KiB measured writing 1000 row groups of 4000 spans without a page index.
+WRITER_METADATA_BYTES_PER_ROW_GROUP = 40 << 10
 
 
 class BlockReader:
