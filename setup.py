@@ -3,8 +3,9 @@
 The design card puts the core library in ``src/`` and each service in a top-level folder of its own;
 installed, they are all ``tracelake.*`` so nothing else on a machine can shadow them.
 
-``tracelake.codec._otlpdecode`` is a speed-up only: when it cannot be compiled (no compiler, no Python
-headers) the install still succeeds with a warning and the pure-Python decoder is used.
+``tracelake.codec._otlpdecode`` and ``_attrwire`` are speed-ups only: when they cannot be compiled
+(no compiler, no Python headers) the install still succeeds with a warning and the pure-Python code
+is used.
 """
 
 import sys
@@ -27,7 +28,7 @@ _BUILD_ERRORS = (CCompilerError, CompileError, ExecError, PlatformError, OSError
 def _warn(ext_name: str, exc: BaseException) -> None:
     print(
         f"WARNING: could not build the optional extension {ext_name} ({exc}); "
-        "tracelake will use its pure-Python decoder instead.",
+        "tracelake will use its pure-Python code instead.",
         file=sys.stderr,
     )
 
@@ -71,10 +72,16 @@ otlpdecode = Extension(
     extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
 )
 
+attrwire = Extension(
+    "tracelake.codec._attrwire",
+    ["src/tracelake/codec/_attrwire.c"],
+    extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+)
+
 setup(
     packages=packages,
     package_dir=package_dir,
     package_data={"tracelake.querier": ["ui/*.html"]},  # the trace view's page (querier/ui.py)
-    ext_modules=[otlpdecode],
+    ext_modules=[otlpdecode, attrwire],
     cmdclass={"build_ext": OptionalBuildExt},
 )

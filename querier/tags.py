@@ -30,6 +30,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tracelake.codec.attributes_wire import unpack_attributes
 from tracelake.db import TraceDB
 from tracelake.encoding.v1.find_trace import BlockReader
 from tracelake.errors import InvalidInputError
@@ -192,7 +193,7 @@ def _strings(array: pa.Array | pa.ChunkedArray) -> set[str]:
 
 
 def _flat_attributes(table: pa.Table) -> pa.StructArray:
-    column = table["attributes"]
+    column = unpack_attributes(table["attributes"])  # block rows hold wire bytes
     column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
     return column.flatten()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracelake.backend import open_backend
 from tracelake.block import keys
@@ -49,3 +50,17 @@ def test_duckdb_queries_the_block(tmp_path: Path) -> None:
     assert len(by_service) == 5
     errors = con.execute(f"SELECT count(*) FROM '{path}' WHERE status_code = 2").fetchone()[0]
     assert 0 < errors < spans
+
+
+def test_attributes_parse_as_the_spans_otlp_attributes(tmp_path: Path) -> None:
+    """Each span's ``attributes`` value is its ``Span.attributes`` wire records: the OTLP classes
+    read them, dedicated attributes included (their columns hold copies for search)."""
+    path, spans = _block(tmp_path)
+    table = pq.read_table(path, columns=["attributes", "http_method"])
+    parsed = [Span.FromString(blob).attributes for blob in table["attributes"].to_pylist()]
+    assert [len(attributes) for attributes in parsed] == [10] * spans  # synth: 10 per span
+    methods = table["http_method"].to_pylist()
+    assert any(methods)
+    for attributes, method in zip(parsed, methods, strict=True):
+        found = [kv.value.string_value for kv in attributes if kv.key == "http.method"]
+        assert found == ([method] if method is not None else [])

@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 
 from tracelake.errors import BlockFormatError
 
-FORMAT_V1 = "tl1"
-KNOWN_FORMATS = (FORMAT_V1,)
+FORMAT_V1 = "tl1"  # attributes as a list of typed structs
+FORMAT_V2 = "tl2"  # attributes as the span's OTLP attribute records (one binary value per span)
+KNOWN_FORMATS = (FORMAT_V1, FORMAT_V2)
+WRITTEN_FORMAT = FORMAT_V2  # what new blocks and compaction outputs are
 
 
 def check_format(version: object, where: str) -> None:

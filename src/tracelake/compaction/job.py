@@ -33,13 +33,13 @@ from tracelake.errors import BlockFormatError, ObjectNotFoundError
 
 log = logging.getLogger(__name__)
 
-# Decoded Arrow bytes per span of realistic spans (benchmarks/compaction_bench.py measures ~800 B),
-# rounded up. A quarter of the memory budget buffers the inputs (two batches each at most): each
-# input's Parquet reader also holds the decoded pages of its current row group, outside the budget,
-# and smaller batches cost no CPU (10-input merge of 1M spans: 1638 -> 819 rows per batch, peak RSS
-# 259 -> 241 MiB, 4.8 CPU-s both). Half the budget is the merged step on its way out (rows of the
-# step, their sorted copy, the writer's pending rows: up to four copies); steps this size keep the
-# per-step cost small (4096 instead of 8192 rows: +10% CPU).
+# Memory per buffered span: a block row of benchmarks/compaction_bench.py decodes to 563 B in format
+# tl2 (755 B in tl1), and each input's reader holds more beside its batches; batches sized for 576 B
+# reached 219-225 MiB peak RSS against 191-202 at 1024 (docs/compaction.md, "Measured"). A quarter
+# of the memory budget buffers the inputs (two batches each at most): each input's Parquet reader
+# also holds the decoded pages of its current row group, outside the budget. Half the budget is the
+# merged step on its way out (rows of the step, their sorted copy, the writer's pending rows: up to
+# four copies); steps this size keep the per-step cost small (4096 instead of 8192 rows: +10% CPU).
 ARROW_BYTES_PER_SPAN = 1024
 BUFFERED_BATCHES = 2
 OUTPUT_COPIES = 4

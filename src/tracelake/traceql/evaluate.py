@@ -146,32 +146,6 @@ def columns_for(query: Query, with_spans: bool = True) -> list[str]:
     return wanted
 
 
-def attribute_leaves(query: Query) -> list[str]:
-    """The leaves of the ``attributes`` column a search must read: key and type always, the value
-    fields only for the literal types compared (reading three leaves instead of six is ~3x faster),
-    all values for aggregated attributes. Selected attributes are read later, for the listed spans
-    only (``selected_span_attributes``)."""
-    leaves = ["key", "type"]
-    wanted: set[str] = set()
-    span_scoped = [
-        c
-        for c in all_comparisons(query)
-        if isinstance(c.field, Attribute) and c.field.scope in (Scope.SPAN, Scope.NONE)
-    ]
-    for cmp in span_scoped:
-        kind = cmp.value.kind
-        if kind is LiteralKind.STRING:
-            wanted.add("str")
-        elif kind in (LiteralKind.INT, LiteralKind.FLOAT):
-            wanted |= {"int", "double"}
-        elif kind is LiteralKind.BOOL:
-            wanted.add("int")
-    aggregated = [s.field for s in query.stages if isinstance(s, ScalarFilter) and s.field is not None]
-    if any(isinstance(f, Attribute) and f.scope in (Scope.SPAN, Scope.NONE) for f in aggregated):
-        wanted |= {"str", "int", "double"}
-    return leaves + [leaf for leaf in ("str", "int", "double") if leaf in wanted]
-
-
 def selected_span_attributes(query: Query) -> list[Attribute]:
     """Span-scoped (or unscoped) attributes of ``select(...)``: their span values are read for the
     listed spans only."""

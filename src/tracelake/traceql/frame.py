@@ -18,6 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tracelake.codec.attributes_wire import key_entries
 from tracelake.model.ids import id_matrix, trace_starts
 from tracelake.model.schema import DEDICATED_RESOURCE_ATTRIBUTES, DEDICATED_SPAN_ATTRIBUTES, AttrType
 
@@ -112,6 +113,16 @@ def plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     return array
+
+
+def _is_packed(attributes: pa.Array) -> bool:
+    return pa.types.is_binary(attributes.type)
+
+
+def _packed_entries(attributes: pa.Array, key: str, row0: int) -> Entries:
+    """Entries of ``key`` in one chunk of block rows' ``attributes`` (wire bytes, format tl2)."""
+    rows, types, strs, ints, doubles = key_entries(attributes, key)
+    return Entries(rows + row0, types.copy(), strs, ints, doubles)
 
 
 def _list_entries(attributes: pa.ListArray, key: str, row0: int) -> Entries:
@@ -259,7 +270,11 @@ class SpanFrame:
         if self.has("attributes"):
             row0 = 0
             for chunk in self.table["attributes"].chunks:  # chunks may carry different key dictionaries
-                parts.append(_list_entries(chunk, key, row0))
+                parts.append(
+                    _packed_entries(chunk, key, row0)
+                    if _is_packed(chunk)
+                    else _list_entries(chunk, key, row0)
+                )
                 row0 += len(chunk)
         dedicated = DEDICATED_SPAN.get(key)
         if dedicated is not None and self.has(dedicated[0]):

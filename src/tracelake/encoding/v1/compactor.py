@@ -1,4 +1,4 @@
-"""Compact blocks of format tl1: a streaming k-way merge by trace id over the inputs' rows.
+"""Compact blocks: a streaming k-way merge by trace id over the inputs' rows (tl1 inputs give tl2).
 
 Each input is read in record batches of a few thousand rows (``iter_batches``), never as a whole block,
 so memory is about ``inputs x batch_rows`` spans whatever the block sizes. Inputs are sorted by trace
@@ -24,10 +24,11 @@ import pyarrow.parquet as pq
 
 from tracelake.backend import Backend
 from tracelake.block import keys
-from tracelake.block.meta import BlockMeta, check_format
+from tracelake.block.meta import FORMAT_V1, BlockMeta, check_format
+from tracelake.codec.attributes_wire import pack_attributes
 from tracelake.config import BlockConfig
 from tracelake.encoding.v1.create import BlockWriter
-from tracelake.encoding.v1.layout import MAX_INDEXED_KEYS, parent_ids_of_rows, resolve_parents
+from tracelake.encoding.v1.layout import BLOCK_SCHEMA, MAX_INDEXED_KEYS, parent_ids_of_rows, resolve_parents
 from tracelake.model.ids import id_matrix, trace_starts
 from tracelake.model.schema import SPAN_ID_BYTES
 
@@ -335,6 +336,18 @@ def inputs_attribute_keys(inputs: list[BlockMeta]) -> dict[str, list[str] | None
     return out
 
 
+def _in_written_format(batches: Iterator[pa.RecordBatch], fmt: str) -> Iterator[pa.RecordBatch]:
+    """An input's rows as the writer takes them: a tl1 block's attribute lists become wire bytes, so
+    compacting tl1 blocks upgrades them."""
+    for batch in batches:
+        if fmt == FORMAT_V1:
+            table = pa.Table.from_batches([batch])
+            packed = pack_attributes(table["attributes"], table)
+            index = batch.schema.get_field_index("attributes")
+            batch = batch.set_column(index, BLOCK_SCHEMA.field("attributes"), packed)
+        yield batch
+
+
 def open_data(backend: Backend, meta: BlockMeta) -> pq.ParquetFile:
     check_format(meta.format, f"block {meta.tenant_id}/{meta.block_id}")
     return pq.ParquetFile(
@@ -373,7 +386,10 @@ def compact(
         attribute_keys=inputs_attribute_keys(inputs),
     )
     try:
-        batches = [f.iter_batches(batch_size=batch_rows, use_threads=False) for f in files]
+        batches = [
+            _in_written_format(f.iter_batches(batch_size=batch_rows, use_threads=False), meta.format)
+            for f, meta in zip(files, inputs, strict=True)
+        ]
         for table in merge_sorted_inputs(batches, batch_rows, stats, emit_rows):
             writer.add_rows(table)
             if on_progress is not None:

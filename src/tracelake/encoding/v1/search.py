@@ -17,7 +17,6 @@ from tracelake.search.results import SpanHit, TraceHit
 from tracelake.traceql.ast import Attribute, Intrinsic, Scope
 from tracelake.traceql.evaluate import (
     Evaluator,
-    attribute_leaves,
     columns_for,
     condition_span_attributes,
     fields_used,
@@ -73,7 +72,6 @@ def search_block(
     if resource_keys is not None and not resource_attribute_names(request.query) & set(resource_keys):
         present = [c for c in present if c != "resource"]  # no resource of the block has the keys
     flat_columns = [c for c in present if c != "attributes"]
-    leaves = [f"attributes.list.element.{leaf}" for leaf in attribute_leaves(request.query)]
     cached = cache is not None and cache.cacheable(flat_columns)
     unread = np.ones(len(groups), bool)
     while True:
@@ -94,10 +92,8 @@ def search_block(
         else:
             table = reader.read_row_groups(batch, flat_columns)
         if nested:
-            # one read per row group: Arrow cannot return nested columns of several groups at once
-            parts = [reader.read_row_groups([g], leaves)["attributes"] for g in batch]
-            table = table.append_column("attributes", pa.chunked_array([c for p in parts for c in p.chunks]))
-        read = flat_columns + (leaves if nested else [])
+            table = table.append_column("attributes", reader.read_attributes(batch))
+        read = flat_columns + (["attributes"] if nested else [])
         result.inspected_bytes += int(sum(sizes[c][batch].sum() for c in read))
         # the frame holds the batch's groups in the order read; its summary rows follow that order
         traces = np.concatenate([np.flatnonzero(trace_group == g) for g in batch])
@@ -175,13 +171,8 @@ def _fill_spans(
     selected = selected_span_attributes(request.query)
     if selected:
         _add_selected(reader, groups, at, spans, selected)
-        inspected += int(
-            sum(sizes[f"attributes.list.element.{leaf}"][groups].sum() for leaf in _VALUE_LEAVES)
-        )
+        inspected += int(sizes["attributes"][groups].sum())
     return inspected
-
-
-_VALUE_LEAVES = ("key", "type", "str", "int", "double")
 
 
 def _add_selected(
@@ -189,9 +180,7 @@ def _add_selected(
 ) -> None:
     """Values of ``select(...)`` span attributes for the listed spans (span values win over the
     resource's, as for unscoped conditions)."""
-    leaves = [f"attributes.list.element.{leaf}" for leaf in _VALUE_LEAVES]
-    parts = [reader.read_row_groups([g], leaves)["attributes"] for g in groups]
-    frame = SpanFrame(pa.table({"attributes": pa.chunked_array([c for p in parts for c in p.chunks])}))
+    frame = SpanFrame(pa.table({"attributes": reader.read_attributes(groups)}))
     ev = Evaluator(frame)
     for attr in selected:
         values = shown_values(ev, Attribute(Scope.SPAN, attr.name), at)
