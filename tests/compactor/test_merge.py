@@ -4,7 +4,6 @@ resolved across inputs, outputs readable by plain pyarrow, lookups unchanged, me
 from __future__ import annotations
 
 import itertools
-import struct
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from tests.bitwise import bits
 from tests.compactor.helpers import TENANT, span_keys, synth_spans, write_split_blocks
 from tracelake.backend import Backend
 from tracelake.block import keys
@@ -142,17 +142,6 @@ def test_merge_holds_at_most_two_batches_per_input(spans: pa.Table) -> None:
     assert emitted == rows.num_rows == stats.spans_out
 
 
-def _bits(value):
-    """A Python value with floats as their bit patterns (NaN equals NaN, -0.0 differs from 0.0)."""
-    if isinstance(value, float):
-        return struct.pack("<d", value)
-    if isinstance(value, dict):
-        return {k: _bits(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_bits(v) for v in value]
-    return value
-
-
 def test_rows_equal_matches_python_equality() -> None:
     """The numpy comparison of rows (offsets, validity, dictionary indices, values) agrees with
     comparing the Python values, on sliced arrays with nulls, NaN, -0.0, repeated dictionary values
@@ -196,6 +185,6 @@ def test_rows_equal_matches_python_equality() -> None:
         for column in columns:
             column = column.slice(offset, n - offset - 3)
             a, b = rng.integers(0, len(column), 60), rng.integers(0, len(column), 60)
-            values = [_bits(v) for v in column.to_pylist()]
+            values = [bits(v) for v in column.to_pylist()]
             expected = [values[i] == values[j] for i, j in zip(a, b, strict=True)]
             assert rows_equal(column, a, b).tolist() == expected, column.type

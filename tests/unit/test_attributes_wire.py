@@ -3,12 +3,11 @@ read back the typed list the decoder built, dedicated placeholders and all."""
 
 from __future__ import annotations
 
-import struct
-
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 
+from tests.bitwise import bits
 from tests.strategies import export_requests
 from tracelake.codec import attributes_wire as wire
 from tracelake.codec.decode import decode_otlp
@@ -17,19 +16,8 @@ from tracelake.synth import SynthConfig, generate_request_bytes
 needs_c = pytest.mark.skipif(wire._C is None, reason="the compiled _attrwire is not built")
 
 
-def _bits(value):
-    """Python values with floats as bit patterns: NaN equals NaN, -0.0 differs from 0.0."""
-    if isinstance(value, float):
-        return struct.pack("<d", value)
-    if isinstance(value, dict):
-        return {k: _bits(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_bits(v) for v in value]
-    return value
-
-
 def _same(a: pa.Array, b: pa.Array) -> bool:
-    return a.type == b.type and _bits(a.to_pylist()) == _bits(b.to_pylist())
+    return a.type == b.type and bits(a.to_pylist()) == bits(b.to_pylist())
 
 
 def _dedicated(spans: pa.Table) -> dict[str, pa.Array]:

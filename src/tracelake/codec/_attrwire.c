@@ -73,6 +73,21 @@ static PyObject *take_bytes(Buf *b) {
     return out;
 }
 
+/* The buffers as a tuple of bytes (each buffer freed and emptied), or NULL with an exception. */
+static PyObject *take_all(Buf *b, int count) {
+    PyObject *result = PyTuple_New(count);
+    if (!result) return NULL;
+    for (int i = 0; i < count; i++) {
+        PyObject *bytes = take_bytes(&b[i]);
+        if (!bytes) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, i, bytes);
+    }
+    return result;
+}
+
 /* ---- pack ---------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -335,6 +350,57 @@ static int read_anyvalue(Reader r, Value *v) { /* merges into v: the last member
     return 0;
 }
 
+/* Row ``row`` of a binary column's (offsets, data) as a reader; -1 with ValueError when the offsets
+ * point outside the data. */
+static int row_bytes(const Py_buffer *offsets, const Py_buffer *data, Py_ssize_t row, Reader *r) {
+    const int32_t *off = offsets->buf;
+    if (off[row] < 0 || off[row + 1] < off[row] || off[row + 1] > data->len) {
+        PyErr_SetString(PyExc_ValueError, "packed attribute offsets out of range");
+        return -1;
+    }
+    r->p = (const uint8_t *)data->buf + off[row];
+    r->end = (const uint8_t *)data->buf + off[row + 1];
+    return 0;
+}
+
+/* The next attribute record (Span field 9) of a span's bytes into *kv: 1, or 0 at the end, -1 when
+ * malformed. Other fields are skipped. */
+static int next_attribute(Reader *r, Reader *kv) {
+    while (r->p < r->end) {
+        uint64_t tag;
+        if (read_varint(r, &tag) < 0) return -1;
+        if (tag == 0x4A) return read_len(r, kv) < 0 ? -1 : 1;
+        if ((tag >> 3) == 0 || skip_field(r, (int)(tag & 7)) < 0) return -1;
+    }
+    return 0;
+}
+
+/* A KeyValue's key and value (AnyValue members merge, the last wins): 0, or -1 when malformed. With
+ * want, a record naming another key returns 1 as soon as its key is read (serializers write the key
+ * first), its value unparsed. */
+static int read_keyvalue(Reader kv, const uint8_t *want, size_t want_n, const uint8_t **kp, size_t *kn, Value *v) {
+    Reader inner;
+    *kp = NULL;
+    *kn = 0;
+    *v = (Value){AT_EMPTY, NULL, 0, 0, 0.0};
+    while (kv.p < kv.end) {
+        uint64_t t;
+        if (read_varint(&kv, &t) < 0) return -1;
+        if (t == 0x0A) {
+            if (read_len(&kv, &inner) < 0) return -1;
+            *kp = inner.p;
+            *kn = (size_t)(inner.end - inner.p);
+            if (want && (*kn != want_n || (want_n && memcmp(*kp, want, want_n) != 0))) return 1;
+        } else if (t == 0x12) {
+            if (read_len(&kv, &inner) < 0 || read_anyvalue(inner, v) < 0) return -1;
+        } else if ((t >> 3) == 0 || skip_field(&kv, (int)(t & 7)) < 0) {
+            return -1;
+        }
+    }
+    if (want && (*kn != want_n || (want_n && memcmp(*kp, want, want_n) != 0))) return 1; /* no key */
+    return 0;
+}
+
 static int put_offset(Buf *off, Buf *data) {
     if (data->n > INT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "attribute strings exceed 2 GiB in one array");
@@ -374,45 +440,22 @@ static PyObject *unpack(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "packed attribute offsets are shorter than their length");
         goto done;
     }
-    const int32_t *offsets = off_buf.buf;
-    const uint8_t *data = data_buf.buf;
     int32_t zero = 0;
     int32_t attrs = 0;
     if (buf_put(&b[U_LIST], &zero, 4) < 0 || buf_put(&b[U_KEY_OFF], &zero, 4) < 0 ||
         buf_put(&b[U_STR_OFF], &zero, 4) < 0 || buf_put(&b[U_BYTES_OFF], &zero, 4) < 0)
         goto done;
     for (Py_ssize_t row = 0; row < n; row++) {
-        if (offsets[row] < 0 || offsets[row + 1] < offsets[row] || offsets[row + 1] > data_buf.len) {
-            PyErr_SetString(PyExc_ValueError, "packed attribute offsets out of range");
-            goto done;
-        }
-        Reader r = {data + offsets[row], data + offsets[row + 1]};
+        Reader r;
+        if (row_bytes(&off_buf, &data_buf, row, &r) < 0) goto done;
         uint32_t filled = 0;
-        while (r.p < r.end) {
-            uint64_t tag;
-            if (read_varint(&r, &tag) < 0) goto malformed;
-            if (tag != 0x4A) {
-                if ((tag >> 3) == 0 || skip_field(&r, (int)(tag & 7)) < 0) goto malformed;
-                continue;
-            }
-            Reader kv, inner;
-            if (read_len(&r, &kv) < 0) goto malformed;
-            const uint8_t *kp = NULL;
-            size_t kn = 0;
-            Value v = {AT_EMPTY, NULL, 0, 0, 0.0};
-            while (kv.p < kv.end) {
-                uint64_t t;
-                if (read_varint(&kv, &t) < 0) goto malformed;
-                if (t == 0x0A) {
-                    if (read_len(&kv, &inner) < 0) goto malformed;
-                    kp = inner.p;
-                    kn = (size_t)(inner.end - inner.p);
-                } else if (t == 0x12) {
-                    if (read_len(&kv, &inner) < 0 || read_anyvalue(inner, &v) < 0) goto malformed;
-                } else if ((t >> 3) == 0 || skip_field(&kv, (int)(t & 7)) < 0) {
-                    goto malformed;
-                }
-            }
+        Reader kv;
+        int more;
+        while ((more = next_attribute(&r, &kv)) > 0) {
+            const uint8_t *kp;
+            size_t kn;
+            Value v;
+            if (read_keyvalue(kv, NULL, 0, &kp, &kn, &v) < 0) goto malformed;
             if (v.type == AT_STRING || v.type == AT_INT) {
                 for (int i = 0; i < n_ded; i++) {
                     if ((size_t)ded[i].n != kn || (kn && memcmp(ded[i].key, kp, kn) != 0)) continue;
@@ -437,22 +480,14 @@ static PyObject *unpack(PyObject *self, PyObject *args) {
             }
             attrs++;
         }
+        if (more < 0) goto malformed;
         if (buf_put(&b[U_LIST], &attrs, 4) < 0) goto done;
         continue;
     malformed:
         PyErr_Format(PyExc_ValueError, "malformed packed attributes in row %zd", row);
         goto done;
     }
-    result = PyTuple_New(U_COUNT);
-    if (!result) goto done;
-    for (int i = 0; i < U_COUNT; i++) {
-        PyObject *bytes = take_bytes(&b[i]);
-        if (!bytes) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        PyTuple_SET_ITEM(result, i, bytes);
-    }
+    result = take_all(b, U_COUNT);
 done:
     for (int i = 0; i < U_COUNT; i++) free(b[i].p);
     Py_XDECREF(seq);
@@ -473,8 +508,6 @@ static PyObject *find_key(PyObject *self, PyObject *args) {
     enum { F_ROWS, F_TYPE, F_STR_OFF, F_STR, F_INT, F_DOUBLE, F_COUNT };
     Buf b[F_COUNT];
     memset(b, 0, sizeof b);
-    const int32_t *offsets = off_buf.buf;
-    const uint8_t *data = data_buf.buf;
     const uint8_t *want = key_buf.buf;
     size_t want_n = (size_t)key_buf.len;
     int32_t zero = 0;
@@ -484,40 +517,18 @@ static PyObject *find_key(PyObject *self, PyObject *args) {
     }
     if (buf_put(&b[F_STR_OFF], &zero, 4) < 0) goto done;
     for (Py_ssize_t row = 0; row < n; row++) {
-        if (offsets[row] < 0 || offsets[row + 1] < offsets[row] || offsets[row + 1] > data_buf.len) {
-            PyErr_SetString(PyExc_ValueError, "packed attribute offsets out of range");
-            goto done;
-        }
-        Reader r = {data + offsets[row], data + offsets[row + 1]};
+        Reader r;
+        if (row_bytes(&off_buf, &data_buf, row, &r) < 0) goto done;
         int placeholder_seen = 0;
-        while (r.p < r.end) {
-            uint64_t tag;
-            if (read_varint(&r, &tag) < 0) goto malformed;
-            if (tag != 0x4A) {
-                if ((tag >> 3) == 0 || skip_field(&r, (int)(tag & 7)) < 0) goto malformed;
-                continue;
-            }
-            Reader kv, inner;
-            if (read_len(&r, &kv) < 0) goto malformed;
-            const uint8_t *kp = NULL;
-            size_t kn = 0;
-            Value v = {AT_EMPTY, NULL, 0, 0, 0.0};
-            while (kv.p < kv.end) {
-                uint64_t t;
-                if (read_varint(&kv, &t) < 0) goto malformed;
-                if (t == 0x0A) {
-                    if (read_len(&kv, &inner) < 0) goto malformed;
-                    kp = inner.p;
-                    kn = (size_t)(inner.end - inner.p);
-                    /* serializers write the key first: another key's value is never parsed */
-                    if (kn != want_n || (kn && memcmp(kp, want, kn) != 0)) break;
-                } else if (t == 0x12) {
-                    if (read_len(&kv, &inner) < 0 || read_anyvalue(inner, &v) < 0) goto malformed;
-                } else if ((t >> 3) == 0 || skip_field(&kv, (int)(t & 7)) < 0) {
-                    goto malformed;
-                }
-            }
-            if (kn != want_n || (kn && memcmp(kp, want, kn) != 0)) continue;
+        Reader kv;
+        int more;
+        while ((more = next_attribute(&r, &kv)) > 0) {
+            const uint8_t *kp;
+            size_t kn;
+            Value v;
+            int found = read_keyvalue(kv, want, want_n, &kp, &kn, &v);
+            if (found < 0) goto malformed;
+            if (found > 0) continue; /* another key */
             if (v.type == dedicated_type && !placeholder_seen) {
                 placeholder_seen = 1; /* its value is in the dedicated column */
                 continue;
@@ -530,21 +541,13 @@ static PyObject *find_key(PyObject *self, PyObject *args) {
                 buf_put(&b[F_DOUBLE], &v.d, 8) < 0)
                 goto done;
         }
+        if (more < 0) goto malformed;
         continue;
     malformed:
         PyErr_Format(PyExc_ValueError, "malformed packed attributes in row %zd", row);
         goto done;
     }
-    result = PyTuple_New(F_COUNT);
-    if (!result) goto done;
-    for (int i = 0; i < F_COUNT; i++) {
-        PyObject *bytes = take_bytes(&b[i]);
-        if (!bytes) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        PyTuple_SET_ITEM(result, i, bytes);
-    }
+    result = take_all(b, F_COUNT);
 done:
     for (int i = 0; i < F_COUNT; i++) free(b[i].p);
     PyBuffer_Release(&off_buf);

@@ -110,7 +110,8 @@ def pack_attributes(
     return pa.Array.from_buffers(pa.binary(), len(lists), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _set_value(value: AnyValue, attr_type: int, item: dict) -> None:
+def set_any_value(value: AnyValue, attr_type: int, item: dict) -> None:
+    """Fill an OTLP ``AnyValue`` from a typed attribute entry (``item``: its str/int/double/bytes)."""
     if attr_type == AttrType.STRING:
         value.string_value = item["str"]
     elif attr_type == AttrType.BOOL:
@@ -144,7 +145,7 @@ def _pack_python(lists: pa.Array, columns: dict[str, pa.Array]) -> pa.Array:
                 if value is None:
                     continue
                 item = {"str": value, "int": value}
-            _set_value(kv.value, attr_type, item)
+            set_any_value(kv.value, attr_type, item)
         out.append(span.SerializeToString())
     return pa.array(out, pa.binary())
 

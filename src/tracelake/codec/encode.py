@@ -7,36 +7,15 @@ under their resource and scope in the order they first appear.
 from __future__ import annotations
 
 import pyarrow as pa
-from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    ArrayValue,
-    InstrumentationScope,
-    KeyValueList,
-)
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
+from tracelake.codec.attributes_wire import set_any_value
 from tracelake.model.schema import DEDICATED_SPAN_ATTRIBUTES, AttrType
 
 _DEDICATED_COLUMN = {key: column for key, column, _ in DEDICATED_SPAN_ATTRIBUTES}
 _DEDICATED_TYPE = {key: attr_type for key, _, attr_type in DEDICATED_SPAN_ATTRIBUTES}
-
-
-def _set_value(target: AnyValue, attr_type: int, item: dict) -> None:
-    if attr_type == AttrType.STRING:
-        target.string_value = item["str"]
-    elif attr_type == AttrType.BOOL:
-        target.bool_value = bool(item["int"])
-    elif attr_type == AttrType.INT:
-        target.int_value = item["int"]
-    elif attr_type == AttrType.DOUBLE:
-        target.double_value = item["double"]
-    elif attr_type == AttrType.BYTES:
-        target.bytes_value = item["bytes"]
-    elif attr_type == AttrType.ARRAY:
-        target.array_value.CopyFrom(ArrayValue.FromString(item["bytes"]))
-    elif attr_type == AttrType.KVLIST:
-        target.kvlist_value.CopyFrom(KeyValueList.FromString(item["bytes"]))
 
 
 def _span_from_row(row: dict) -> Span:
@@ -63,7 +42,7 @@ def _span_from_row(row: dict) -> Span:
             attr_type = _DEDICATED_TYPE[key]
             item = {"str": value, "int": value}
         if attr_type != AttrType.EMPTY:
-            _set_value(kv.value, attr_type, item)
+            set_any_value(kv.value, attr_type, item)
     if row["status_code"] or row["status_message"]:
         span.status.code = row["status_code"]
         span.status.message = row["status_message"]
