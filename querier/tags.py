@@ -30,7 +30,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracelake.codec.attributes_wire import unpack_attributes
+from tracelake.codec.attributes_wire import key_entries, unpack_attributes
 from tracelake.db import TraceDB
 from tracelake.encoding.v1.find_trace import BlockReader
 from tracelake.errors import InvalidInputError
@@ -40,7 +40,7 @@ from tracelake.search.recent import candidate_traces, whole_traces
 from tracelake.search.request import count_param
 from tracelake.traceql.ast import Query, SpansetFilter
 from tracelake.traceql.evaluate import check_supported, columns_for, evaluate
-from tracelake.traceql.frame import SpanFrame, resource_of, scope_of
+from tracelake.traceql.frame import SpanFrame, plain, resource_of, scope_of
 from tracelake.traceql.parser import parse
 
 # What Tempo 2.7 lists for the intrinsic scope (search_tags_v2_range.json), in its order.
@@ -366,18 +366,31 @@ def parse_tag(text: str) -> Tag:
     )
 
 
-def _span_values(table: pa.Table, name: str) -> set[TypedValue]:
-    flat = _flat_attributes(table)
-    if not len(flat):
-        return set()
-    picked = flat.filter(pc.equal(_keys(flat), pa.scalar(name, pa.string())))
-    out: set[TypedValue] = set()
-    if not len(picked):
-        return out
-    types = picked.field("type")
+def _entries_named(table: pa.Table, name: str) -> pa.Table:
+    """(type, str, int, double) of every span attribute called ``name``: scanned for the one key in
+    blocks' wire bytes (``key_entries``), filtered from typed lists elsewhere."""
+    parts = []
+    for chunk in table["attributes"].chunks:
+        if pa.types.is_binary(chunk.type):
+            _, types, strs, ints, doubles = key_entries(chunk, name)
+            parts.append(pa.table({"type": types, "str": strs, "int": ints, "double": doubles}))
+            continue
+        flat = chunk.flatten()
+        picked = flat.filter(pc.equal(_keys(flat), pa.scalar(name, pa.string())))
+        parts.append(pa.table({part: plain(picked.field(part)) for part in ("type", "str", "int", "double")}))
+    if not parts:
+        empty = {"type": pa.uint8(), "str": pa.string(), "int": pa.int64(), "double": pa.float64()}
+        return pa.table({part: pa.array([], kind) for part, kind in empty.items()})
+    return pa.concat_tables(parts)
 
-    def of(attr_type: AttrType, part: str) -> pa.Array:
-        return picked.field(part).filter(pc.equal(types, int(attr_type)))
+
+def _span_values(table: pa.Table, name: str) -> set[TypedValue]:
+    picked = _entries_named(table, name)
+    out: set[TypedValue] = set()
+    types = picked["type"]
+
+    def of(attr_type: AttrType, part: str) -> pa.ChunkedArray:
+        return picked[part].filter(pc.equal(types, int(attr_type)))
 
     out |= {("string", v) for v in _strings(of(AttrType.STRING, "str"))}
     out |= {("int", str(v)) for v in pc.unique(of(AttrType.INT, "int")).to_pylist()}
