@@ -1,4 +1,4 @@
-"""Searching a stored block (summary first, only some columns and attribute leaves, batches of row
+"""Searching a stored block (summary first, only some columns, one key of the attributes, batches of row
 groups, span details read afterwards) finds exactly what evaluating the query over the whole span
 table finds: same traces (the newest ``limit``), same matched counts, same listed spans."""
 

@@ -24,7 +24,6 @@ from tracelake.model.schema import DEDICATED_RESOURCE_ATTRIBUTES, DEDICATED_SPAN
 
 DEDICATED_SPAN = {key: (column, type_) for key, column, type_ in DEDICATED_SPAN_ATTRIBUTES}
 DEDICATED_RESOURCE = dict(DEDICATED_RESOURCE_ATTRIBUTES)
-UNKNOWN_TYPE = 255  # an entry whose value leaf was not read: it matches and shows nothing
 
 
 @dataclass
@@ -146,22 +145,12 @@ def _list_entries(attributes: pa.ListArray, key: str, row0: int) -> Entries:
     picked, types = picked[keep], types[keep].copy()
     take = pa.array(picked, pa.int64())
     parents = pc.list_parent_indices(attributes).to_numpy()
-    leaves = {f.name for f in flat.type}
-    count = len(picked)
-    # a search reads only the value leaves its literals need; values in others are unknown here
-    for leaf, leaf_types in (
-        ("str", (AttrType.STRING,)),
-        ("int", (AttrType.INT, AttrType.BOOL)),
-        ("double", (AttrType.DOUBLE,)),
-    ):
-        if leaf not in leaves:
-            types[np.isin(types, leaf_types)] = UNKNOWN_TYPE
     return Entries(
         parents[picked].astype(np.int64) + row0,
         types,
-        plain(flat.field("str").take(take)) if "str" in leaves else pa.array([""] * count, pa.string()),
-        flat.field("int").take(take).to_numpy() if "int" in leaves else np.zeros(count, np.int64),
-        flat.field("double").take(take).to_numpy() if "double" in leaves else np.zeros(count, np.float64),
+        plain(flat.field("str").take(take)),
+        flat.field("int").take(take).to_numpy(),
+        flat.field("double").take(take).to_numpy(),
     )
 
 
