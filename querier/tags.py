@@ -30,7 +30,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracelake.codec.attributes_wire import key_entries, unpack_attributes
+from tracelake.codec.attributes_wire import unpack_attributes
 from tracelake.db import TraceDB
 from tracelake.encoding.v1.find_trace import BlockReader
 from tracelake.errors import InvalidInputError
@@ -40,7 +40,7 @@ from tracelake.search.recent import candidate_traces, whole_traces
 from tracelake.search.request import count_param
 from tracelake.traceql.ast import Query, SpansetFilter
 from tracelake.traceql.evaluate import check_supported, columns_for, evaluate
-from tracelake.traceql.frame import SpanFrame, plain, resource_of, scope_of
+from tracelake.traceql.frame import Entries, SpanFrame, attribute_entries, resource_of, scope_of
 from tracelake.traceql.parser import parse
 
 # What Tempo 2.7 lists for the intrinsic scope (search_tags_v2_range.json), in its order.
@@ -366,36 +366,19 @@ def parse_tag(text: str) -> Tag:
     )
 
 
-def _entries_named(table: pa.Table, name: str) -> pa.Table:
-    """(type, str, int, double) of every span attribute called ``name``: scanned for the one key in
-    blocks' wire bytes (``key_entries``), filtered from typed lists elsewhere."""
-    parts = []
-    for chunk in table["attributes"].chunks:
-        if pa.types.is_binary(chunk.type):
-            _, types, strs, ints, doubles = key_entries(chunk, name)
-            parts.append(pa.table({"type": types, "str": strs, "int": ints, "double": doubles}))
-            continue
-        flat = chunk.flatten()
-        picked = flat.filter(pc.equal(_keys(flat), pa.scalar(name, pa.string())))
-        parts.append(pa.table({part: plain(picked.field(part)) for part in ("type", "str", "int", "double")}))
-    if not parts:
-        empty = {"type": pa.uint8(), "str": pa.string(), "int": pa.int64(), "double": pa.float64()}
-        return pa.table({part: pa.array([], kind) for part, kind in empty.items()})
-    return pa.concat_tables(parts)
-
-
 def _span_values(table: pa.Table, name: str) -> set[TypedValue]:
-    picked = _entries_named(table, name)
-    out: set[TypedValue] = set()
-    types = picked["type"]
+    found = Entries.concat([attribute_entries(chunk, name) for chunk in table["attributes"].chunks])
+    types = found.types
 
-    def of(attr_type: AttrType, part: str) -> pa.ChunkedArray:
-        return picked[part].filter(pc.equal(types, int(attr_type)))
+    def distinct(values: np.ndarray, attr_type: AttrType) -> list:
+        return pc.unique(pa.array(values[types == attr_type])).to_pylist()
 
-    out |= {("string", v) for v in _strings(of(AttrType.STRING, "str"))}
-    out |= {("int", str(v)) for v in pc.unique(of(AttrType.INT, "int")).to_pylist()}
-    out |= {("float", go_float(v)) for v in pc.unique(of(AttrType.DOUBLE, "double")).to_pylist()}
-    out |= {("bool", "true" if v else "false") for v in pc.unique(of(AttrType.BOOL, "int")).to_pylist()}
+    out: set[TypedValue] = {
+        ("string", v) for v in _strings(found.strs.filter(pa.array(types == AttrType.STRING)))
+    }
+    out |= {("int", str(v)) for v in distinct(found.ints, AttrType.INT)}
+    out |= {("float", go_float(v)) for v in distinct(found.doubles, AttrType.DOUBLE)}
+    out |= {("bool", "true" if v else "false") for v in distinct(found.ints, AttrType.BOOL)}
     if name in _DEDICATED and name in table.column_names:
         column = table[name]  # the dedicated column was read under the attribute's key, see below
         if _DEDICATED[name][1] == AttrType.STRING:

@@ -85,7 +85,7 @@ def test_key_entries_match_the_unpacked_list(key: str) -> None:
         for i, item in enumerate(flat)
         if item["key"] == key and item["type"] != 8
     ]
-    for found in (wire.key_entries(packed, key), wire._key_entries_python(packed, key, -1)):
+    for found in (wire.key_entries(packed, key), wire._key_entries_python(packed, key)):
         rows, types, strs, ints, doubles = found
         got = list(
             zip(rows.tolist(), types.tolist(), strs.to_pylist(), ints.tolist(), doubles.tolist(), strict=True)

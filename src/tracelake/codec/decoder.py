@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-import os
-
 from google.protobuf.message import DecodeError
 
+from tracelake.codec.native import pure_python_forced
 from tracelake.codec.pydecode import decode_request_py
 from tracelake.codec.raw import RawSpans
 
@@ -24,7 +23,7 @@ def _decode_request_python(data: bytes) -> RawSpans:
 
 
 def _choose():
-    if os.environ.get("TRACELAKE_PURE_PYTHON", "") not in ("", "0"):
+    if pure_python_forced():
         return "python", _decode_request_python
     try:
         from tracelake.codec.cdecode import decode_request_c

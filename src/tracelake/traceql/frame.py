@@ -114,14 +114,13 @@ def plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     return array
 
 
-def _is_packed(attributes: pa.Array) -> bool:
-    return pa.types.is_binary(attributes.type)
-
-
-def _packed_entries(attributes: pa.Array, key: str, row0: int) -> Entries:
-    """Entries of ``key`` in one chunk of block rows' ``attributes`` (wire bytes, format tl2)."""
-    rows, types, strs, ints, doubles = key_entries(attributes, key)
-    return Entries(rows + row0, types.copy(), strs, ints, doubles)
+def attribute_entries(attributes: pa.Array, key: str, row0: int = 0) -> Entries:
+    """Entries of span attribute ``key`` in one chunk of an ``attributes`` column, either form: block
+    rows' wire bytes (format tl2: only that key is decoded) or the span table's typed lists."""
+    if pa.types.is_binary(attributes.type):
+        rows, types, strs, ints, doubles = key_entries(attributes, key)
+        return Entries(rows + row0, types.copy(), strs, ints, doubles)
+    return _list_entries(attributes, key, row0)
 
 
 def _list_entries(attributes: pa.ListArray, key: str, row0: int) -> Entries:
@@ -259,11 +258,7 @@ class SpanFrame:
         if self.has("attributes"):
             row0 = 0
             for chunk in self.table["attributes"].chunks:  # chunks may carry different key dictionaries
-                parts.append(
-                    _packed_entries(chunk, key, row0)
-                    if _is_packed(chunk)
-                    else _list_entries(chunk, key, row0)
-                )
+                parts.append(attribute_entries(chunk, key, row0))
                 row0 += len(chunk)
         dedicated = DEDICATED_SPAN.get(key)
         if dedicated is not None and self.has(dedicated[0]):
