@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -160,6 +161,9 @@ def main() -> int:
     args = parser.parse_args()
     budget = {"memory_budget_bytes": args.memory_budget} if args.memory_budget else {}
     budget_bytes = args.memory_budget or CompactionConfig().memory_budget_bytes
+    # Other work on the machine's shared cores makes every CPU-second slower (caches, SMT siblings):
+    # the same code measured 277-311k merged spans per CPU-s at load 4-9 and 340-351k at load < 1.
+    load_at_start = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="tracelake-compaction-bench-") as tmp:
         storage = TraceStorageConfig(local=LocalStorageConfig(path=str(Path(tmp) / "data")))
@@ -203,7 +207,8 @@ def main() -> int:
     print(
         f"\ntracelake compaction benchmark: {spans:,} spans in {len(before)} blocks "
         f"({args.replicas} replicas, {spans - uniques:,} duplicate spans), made in {made_s:.0f}s; "
-        f"compacted in {wall:.1f}s wall. Shared 2-core machine: figures are noisy.\n"
+        f"compacted in {wall:.1f}s wall. Load average at start {load_at_start:.1f} on {os.cpu_count()} "
+        "CPUs: CPU-second figures drop under load.\n"
     )
     print(f"| {'figure':<48} | {'value':>18} | {'compare':<52} |")
     print(f"|{'-' * 50}|{'-' * 20}|{'-' * 54}|")
@@ -225,13 +230,13 @@ def main() -> int:
     _row(
         "peak RSS of tracelake compact",
         f"{rss / 2**20:,.0f} MiB",
-        f"{rss / arrow_bytes:.0%} of the input's Arrow size",
+        f"{rss / arrow_bytes:.1%} of the input's Arrow size",
     )
     _row("  of which interpreter + imports", f"{idle_rss / 2**20:,.0f} MiB", "a child that only imports")
     _row(
         "peak anonymous RSS (no file pages)",
         f"{anon / 2**20:,.0f} MiB",
-        f"{anon / arrow_bytes:.0%}; imports alone {idle_anon / 2**20:,.0f} MiB; "
+        f"{anon / arrow_bytes:.1%}; imports alone {idle_anon / 2**20:,.0f} MiB; "
         f"budget {budget_bytes / 2**20:.0f} MiB",
     )
     _row(
