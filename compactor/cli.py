@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 
 from tracelake.config import Config
 
@@ -61,7 +62,12 @@ def cmd_compact(args: argparse.Namespace, cfg: Config) -> int:
         f"pass(es): {sum(r.output.total_spans for r in done)} spans written, "
         f"{sum(r.stats.duplicates for r in done)} duplicate(s) dropped"
     )
-    return 1 if any(c.failed for c in cycles) else 0
+    failed = sum(c.failed for c in cycles)
+    if failed:
+        print(f"{failed} job(s) failed (the log says why); their inputs stay as they were", file=sys.stderr)
+    for error in (e for c in cycles for e in c.unreadable):
+        print(f"left out: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -40,6 +40,11 @@ jobs = Counter(
     ["outcome"],
 )
 errors = Counter("tracelake_compactor_compaction_errors_total", "Cycles or jobs that failed.")
+unreadable_blocks = Gauge(
+    "tracelake_compactor_compaction_unreadable_blocks",
+    "Live blocks left out of planning because reading them failed (retried after an hour).",
+    ["tenant"],
+)
 job_duration = Histogram(
     "tracelake_compactor_compaction_duration_seconds",
     "Time to merge and commit one job.",

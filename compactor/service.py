@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracelake.backend import Backend
+from tracelake.block.meta import BlockMeta
 from tracelake.blocklist.tenant_index import (
     list_tenants,
     read_tenant_index,
@@ -28,9 +29,14 @@ from tracelake.compaction.lease import LeaseLost
 from tracelake.compaction.plan import Job, plan
 from tracelake.compactor import metrics
 from tracelake.config import Config, TenantLimits, load_tenant_overrides
-from tracelake.errors import BlockFormatError, TracelakeError
+from tracelake.errors import BlockFormatError, BlockReadError, TracelakeError
 
 log = logging.getLogger(__name__)
+
+# A block whose read failed stays out of planning this long, so the other blocks of its window go on
+# merging; then it is tried again: a read the store failed heals, a corrupt block fails (and is
+# logged) again, once an hour rather than every cycle.
+UNREADABLE_RETRY_SECONDS = 3600.0
 
 
 @dataclass
@@ -39,12 +45,15 @@ class CycleStats:
     done: list[JobResult] = field(default_factory=list)
     skipped: int = 0  # another compactor owns (some of) the inputs, or already did the job
     failed: int = 0
+    unreadable: list[BlockReadError] = field(default_factory=list)  # inputs set aside by this cycle
 
 
 class CompactorService:
-    def __init__(self, cfg: Config, backend: Backend) -> None:
+    def __init__(self, cfg: Config, backend: Backend, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.backend = backend
+        self.clock = clock  # for setting unreadable blocks aside
+        self._unreadable_until: dict[tuple[str, str], float] = {}  # (tenant, block id) -> retry time
         self.owner = cfg.compactor.instance_id or socket.gethostname()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,7 +96,7 @@ class CompactorService:
             metrics.retention_marked.labels(tenant).inc(cleaned.retention_marked)
             metrics.retention_deleted.labels(tenant).inc(cleaned.compacted_deleted)
             metrics.partial_deleted.labels(tenant).inc(cleaned.partial_deleted)
-            tenant_jobs = plan(blocks.metas, compaction, time.time())
+            tenant_jobs = plan(self._readable(tenant, blocks.metas), compaction, time.time())
             metrics.outstanding_blocks.labels(tenant).set(sum(len(j.inputs) for j in tenant_jobs))
             jobs += tenant_jobs
         # Compactors start from different jobs, so that several rarely contend for the same leases.
@@ -113,6 +122,16 @@ class CompactorService:
             except LeaseLost as exc:  # ours expired and another compactor took the job over
                 log.warning("compaction job abandoned", extra={"job": job.job_id, "reason": str(exc)})
                 result = None
+            except BlockReadError as exc:
+                stats.failed += 1
+                stats.unreadable.append(exc)
+                metrics.errors.inc()
+                self._set_aside(exc)
+                log.error(
+                    "compaction input unreadable: block left out of planning for an hour",
+                    extra={"tenant": exc.tenant, "job": job.job_id, "block": exc.block_id, "error": str(exc)},
+                )
+                continue
             except Exception:
                 stats.failed += 1
                 metrics.errors.inc()
@@ -130,6 +149,24 @@ class CompactorService:
         for tenant in tenants:
             rebuild_tenant_index(self.backend, tenant)
         return stats
+
+    def _readable(self, tenant: str, metas: list[BlockMeta]) -> list[BlockMeta]:
+        """``metas`` without the blocks set aside as unreadable until a time still to come."""
+        now = self.clock()
+        live = {m.block_id for m in metas}
+        # Forget what expired (tried again now) and what is gone (retention, another compactor).
+        self._unreadable_until = {
+            key: until
+            for key, until in self._unreadable_until.items()
+            if key[0] != tenant or (until > now and key[1] in live)
+        }
+        held = {block for t, block in self._unreadable_until if t == tenant}
+        metrics.unreadable_blocks.labels(tenant).set(len(held))
+        return [m for m in metas if m.block_id not in held]
+
+    def _set_aside(self, exc: BlockReadError) -> None:
+        self._unreadable_until[(exc.tenant, exc.block_id)] = self.clock() + UNREADABLE_RETRY_SECONDS
+        metrics.unreadable_blocks.labels(exc.tenant).inc()
 
     def _record(self, result: JobResult) -> None:
         level = str(result.output.compaction_level)
@@ -156,14 +193,17 @@ class CompactorService:
         on_progress: Callable[[int], None] | None = None,
         idle_wait: float = 0.5,
     ) -> list[CycleStats]:
-        """Cycles until one plans nothing: what ``tracelake compact`` does. Jobs owned by another
-        compactor are waited for (their outputs may form new jobs)."""
+        """Cycles until one plans nothing, or fails every job it runs without setting an unreadable
+        block aside: what ``tracelake compact`` does. Jobs owned by another compactor are waited for
+        (their outputs may form new jobs)."""
         cycles = []
         while not self._stop.is_set():
             stats = self.run_cycle(on_plan, on_progress)
             cycles.append(stats)
             if stats.planned == 0:
                 break
+            if stats.failed and not stats.done and not stats.unreadable:
+                break  # the same jobs would fail the same way at once; the service retries each cycle
             if not stats.done:
                 self._stop.wait(idle_wait)
         return cycles

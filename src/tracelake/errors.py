@@ -47,6 +47,16 @@ class BlockFormatError(TracelakeError):
     """A block is unreadable: unknown format version, corrupt or missing object."""
 
 
+class BlockReadError(TracelakeError):
+    """Reading one block failed: corrupt or truncated data, a format this version cannot read, or the
+    store failing mid-read. Names the block, so a caller can leave it aside and go on with others."""
+
+    def __init__(self, message: str, *, tenant: str, block_id: str) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.block_id = block_id
+
+
 class TraceNotFoundError(TracelakeError):
     """No block holds the requested trace."""
 

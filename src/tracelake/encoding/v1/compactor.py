@@ -29,6 +29,7 @@ from tracelake.codec.attributes_wire import pack_attributes
 from tracelake.config import BlockConfig
 from tracelake.encoding.v1.create import BlockWriter
 from tracelake.encoding.v1.layout import BLOCK_SCHEMA, MAX_INDEXED_KEYS, parent_ids_of_rows, resolve_parents
+from tracelake.errors import BackendError, BlockFormatError, BlockReadError
 from tracelake.model.ids import id_matrix, trace_starts
 from tracelake.model.schema import SPAN_ID_BYTES
 
@@ -336,26 +337,47 @@ def inputs_attribute_keys(inputs: list[BlockMeta]) -> dict[str, list[str] | None
     return out
 
 
-def _in_written_format(batches: Iterator[pa.RecordBatch], fmt: str) -> Iterator[pa.RecordBatch]:
-    """An input's rows as the writer takes them: a tl1 block's attribute lists become wire bytes, so
-    compacting tl1 blocks upgrades them."""
-    for batch in batches:
-        if fmt == FORMAT_V1:
-            table = pa.Table.from_batches([batch])
-            packed = pack_attributes(table["attributes"], table)
-            index = batch.schema.get_field_index("attributes")
-            batch = batch.set_column(index, BLOCK_SCHEMA.field("attributes"), packed)
-        yield batch
+# What reading a damaged or vanished input raises: Arrow's I/O errors are OSError, its decoding errors
+# ArrowException (thrift, magic bytes); our own for an unknown format or a missing object.
+_READ_ERRORS = (OSError, pa.ArrowException, BlockFormatError, BackendError)
+
+
+def _unreadable(meta: BlockMeta, exc: BaseException) -> BlockReadError:
+    return BlockReadError(
+        f"block {meta.tenant_id}/{meta.block_id} cannot be read: {exc}",
+        tenant=meta.tenant_id,
+        block_id=meta.block_id,
+    )
 
 
 def open_data(backend: Backend, meta: BlockMeta) -> pq.ParquetFile:
-    check_format(meta.format, f"block {meta.tenant_id}/{meta.block_id}")
-    return pq.ParquetFile(
-        backend.open_scan_file(keys.block_key(meta.tenant_id, meta.block_id, keys.DATA)),
-        # No pre-buffering: it reads every row group's column chunks of the file into memory at once
-        # (the whole input: 49 MiB more of Arrow's pool in a 10-input merge of 1M spans).
-        pre_buffer=False,
-    )
+    """An input's ``data.parquet`` (its footer parsed); ``BlockReadError`` if it cannot be opened."""
+    try:
+        check_format(meta.format, f"block {meta.tenant_id}/{meta.block_id}")
+        return pq.ParquetFile(
+            backend.open_scan_file(keys.block_key(meta.tenant_id, meta.block_id, keys.DATA)),
+            # No pre-buffering: it reads every row group's column chunks of the file into memory at
+            # once (the whole input: 49 MiB more of Arrow's pool in a 10-input merge of 1M spans).
+            pre_buffer=False,
+        )
+    except _READ_ERRORS as exc:
+        raise _unreadable(meta, exc) from exc
+
+
+def input_batches(data: pq.ParquetFile, meta: BlockMeta, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """An input's rows as the writer takes them: a tl1 block's attribute lists become wire bytes, so
+    compacting tl1 blocks upgrades them. A read that fails raises ``BlockReadError`` naming the block,
+    so the compactor can leave that block aside instead of failing the same job forever."""
+    try:
+        for batch in data.iter_batches(batch_size=batch_rows, use_threads=False):
+            if meta.format == FORMAT_V1:
+                table = pa.Table.from_batches([batch])
+                packed = pack_attributes(table["attributes"], table)
+                index = batch.schema.get_field_index("attributes")
+                batch = batch.set_column(index, BLOCK_SCHEMA.field("attributes"), packed)
+            yield batch
+    except _READ_ERRORS as exc:
+        raise _unreadable(meta, exc) from exc
 
 
 def compact(
@@ -375,29 +397,29 @@ def compact(
     ``on_progress(spans_done)`` is called after each merged batch.
     """
     stats = MergeStats()
-    files = [open_data(backend, meta) for meta in inputs]
-    writer = BlockWriter(
-        backend,
-        inputs[0].tenant_id,
-        cfg,
-        compaction_level=compaction_level,
-        replaces=sorted(m.block_id for m in inputs),
-        block_id=block_id,
-        attribute_keys=inputs_attribute_keys(inputs),
-    )
+    files: list[pq.ParquetFile] = []
     try:
-        batches = [
-            _in_written_format(f.iter_batches(batch_size=batch_rows, use_threads=False), meta.format)
-            for f, meta in zip(files, inputs, strict=True)
-        ]
-        for table in merge_sorted_inputs(batches, batch_rows, stats, emit_rows):
-            writer.add_rows(table)
-            if on_progress is not None:
-                on_progress(stats.spans_in)
-        return writer.finish(), stats
-    except BaseException:
-        writer.abort()
-        raise
+        for meta in inputs:
+            files.append(open_data(backend, meta))
+        writer = BlockWriter(
+            backend,
+            inputs[0].tenant_id,
+            cfg,
+            compaction_level=compaction_level,
+            replaces=sorted(m.block_id for m in inputs),
+            block_id=block_id,
+            attribute_keys=inputs_attribute_keys(inputs),
+        )
+        try:
+            batches = [input_batches(f, meta, batch_rows) for f, meta in zip(files, inputs, strict=True)]
+            for table in merge_sorted_inputs(batches, batch_rows, stats, emit_rows):
+                writer.add_rows(table)
+                if on_progress is not None:
+                    on_progress(stats.spans_in)
+            return writer.finish(), stats
+        except BaseException:
+            writer.abort()
+            raise
     finally:
         for f in files:
             f.close()
