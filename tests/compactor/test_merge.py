@@ -21,6 +21,7 @@ from tracelake.encoding.v1.compactor import (
     MergeStats,
     compact,
     duplicate_rows,
+    merge_order,
     merge_sorted_inputs,
     rows_equal,
 )
@@ -83,6 +84,32 @@ def test_merge_keeps_every_span_once(
         found = after.find_trace(TENANT, tid)
         assert expected.keys() == span_keys(found).keys()
         assert set(span_keys(found).values()) == {1}
+
+
+def test_merge_order_is_trace_start_span_then_end_as_bytes() -> None:
+    rows = [  # (trace id, start, span id, duration): two inputs' rows, each input in block order
+        (b"\x01" + bytes(15), 7, b"\xff" * 8, 1),
+        (b"\x01" + bytes(15), 9, b"\x02" * 8, 1),
+        (b"\x80" + bytes(15), 5, b"\x01" * 8, 1),  # above 0x01 as bytes (below it as a signed int)
+        (b"\x01" + bytes(15), 7, b"\x7f" * 8, 3),
+        (b"\x01" + bytes(15), 7, b"\x7f" * 8, 2),  # the same span id and start: the earlier end first
+        (b"\x01" + bytes(15), 7, b"\xff" * 8, 1),  # an exact copy of the first row keeps its place
+    ]
+    columns = list(zip(*rows, strict=True))
+    table = pa.table(
+        {
+            "trace_id": pa.array(columns[0], pa.binary(16)),
+            "start_time_unix_nano": pa.array(columns[1], pa.uint64()),
+            "span_id": pa.array(columns[2], pa.binary(8)),
+            "duration_nano": pa.array(columns[3], pa.uint64()),
+        }
+    )
+    chunked = pa.concat_tables([table.slice(0, 3), table.slice(3)])
+
+    order = merge_order(chunked).tolist()
+
+    assert order == sorted(range(len(rows)), key=lambda i: (*rows[i][:3], rows[i][1] + rows[i][3]))
+    assert order == [4, 3, 0, 5, 1, 2]
 
 
 def test_same_span_id_with_different_content_is_kept(backend: Backend, spans: pa.Table) -> None:

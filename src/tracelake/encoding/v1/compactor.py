@@ -125,17 +125,28 @@ def merge_sorted_inputs(
             yield merge_step(parts, stats)
 
 
-def _u64_keys(ids: np.ndarray) -> list[np.ndarray]:
-    """An (n, 8k) id matrix as k uint64 columns, most significant first: they sort like the bytes."""
-    return list(np.ascontiguousarray(ids).view(">u8").astype(np.uint64).T)
+def merge_order(rows: pa.Table) -> np.ndarray:
+    """Positions of block rows in ``_MERGE_ORDER``. Arrow's multi-key sort merges the inputs' already
+    sorted chunks: 0.08 µs per span, against 0.17-0.26 for numpy's ``lexsort`` on the keys as uint64
+    columns (a 10-input job's steps replayed in process)."""
+    start = rows["start_time_unix_nano"]
+    keys = pa.table(
+        {
+            "trace_id": rows["trace_id"],
+            "start_time_unix_nano": start,
+            "span_id": rows["span_id"],
+            "end_time_unix_nano": pc.add(start, rows["duration_nano"]),  # uint64 wraps back: the end
+        }
+    )
+    return pc.sort_indices(keys, sort_keys=_MERGE_ORDER).to_numpy()
 
 
 def merge_step(parts: list[pa.Table], stats: MergeStats) -> pa.Table:
     """Block rows of whole traces from several inputs (each sorted by trace id and start) -> block rows
     in block order, exact duplicates once, ``parent_index`` recomputed within the merged traces.
 
-    The order is computed in numpy on the key columns (trace id, start, span id, end: ``_MERGE_ORDER``)
-    and applied with one ``take``, skipped when the rows are already in order.
+    The order (``merge_order``) is applied with one ``take``, skipped when the rows are already in
+    order.
     """
     table = pa.concat_tables(parts).unify_dictionaries() if len(parts) > 1 else parts[0]
     n = table.num_rows
@@ -144,14 +155,13 @@ def merge_step(parts: list[pa.Table], stats: MergeStats) -> pa.Table:
     new_trace = trace_starts(trace_ids)
     new_trace[np.cumsum([0] + [p.num_rows for p in parts[:-1]])] = True
     parent_ids, has_parent = parent_ids_of_rows(table, new_trace)
+    order = merge_order(table)
     start = table["start_time_unix_nano"].to_numpy()
-    end = start + table["duration_nano"].to_numpy()  # uint64 wraps back: the span's end time
-    span_key = _u64_keys(id_matrix(table["span_id"]))
-    order = np.lexsort([end, *span_key[::-1], start, *_u64_keys(trace_ids)[::-1]])
+    span_ids = id_matrix(table["span_id"]).view(np.uint64).ravel()
     same_key = np.zeros(n, bool)
     same_key[1:] = (
         (trace_ids[order[1:]] == trace_ids[order[:-1]]).all(axis=1)
-        & (span_key[0][order[1:]] == span_key[0][order[:-1]])
+        & (span_ids[order[1:]] == span_ids[order[:-1]])
         & (start[order[1:]] == start[order[:-1]])
     )
     in_order = bool((order[1:] > order[:-1]).all())
