@@ -127,6 +127,34 @@ def test_same_span_id_with_different_content_is_kept(backend: Backend, spans: pa
     assert stats.duplicates == first_trace.num_rows
 
 
+def test_copies_that_differ_only_in_their_parent_are_both_kept(backend: Backend, spans: pa.Table) -> None:
+    trace = spans.filter(pc.equal(spans["trace_id"], spans["trace_id"][0]))
+    parents = trace["parent_span_id"].to_pylist()
+    children = [i for i, parent in enumerate(parents) if parent]
+    assert len(children) >= 2
+    first_span = trace["span_id"][0].as_py()
+    changed = list(parents)
+    changed[children[0]] = b"\xee" * 8  # a parent outside the trace: stored as the id itself
+    changed[children[1]] = first_span if parents[children[1]] != first_span else b"\xdd" * 8
+    other = trace.set_column(
+        trace.schema.get_field_index("parent_span_id"),
+        trace.schema.field("parent_span_id"),
+        pa.array(changed, trace.schema.field("parent_span_id").type),
+    )
+    a = write_split_blocks(backend, trace, blocks=1, cfg=CFG)
+    b = write_split_blocks(backend, other, blocks=1, cfg=CFG)
+    c = write_split_blocks(backend, trace, blocks=1, cfg=CFG)
+
+    out, stats = compact(backend, a + b + c, CFG, block_id="m3", compaction_level=1, batch_rows=64)
+
+    merged = pa.concat_tables(list(BlockReader(backend, out).iter_spans()))
+    assert out.total_spans == trace.num_rows + 2  # the two re-parented copies stay beside the originals
+    assert stats.duplicates == 2 * trace.num_rows - 2
+    kept = set(zip(merged["span_id"].to_pylist(), merged["parent_span_id"].to_pylist(), strict=True))
+    assert (trace["span_id"][children[0]].as_py(), b"\xee" * 8) in kept
+    assert (trace["span_id"][children[0]].as_py(), parents[children[0]]) in kept
+
+
 def test_duplicate_rows_compares_nested_columns(spans: pa.Table) -> None:
     rows = sort_spans(spans.slice(0, 50))
     doubled = sort_spans(pa.concat_tables([rows, rows]))
