@@ -65,9 +65,10 @@ def cmd_compact(args: argparse.Namespace, cfg: Config) -> int:
     failed = sum(c.failed for c in cycles)
     if failed:
         print(f"{failed} job(s) failed (the log says why); their inputs stay as they were", file=sys.stderr)
-    for error in (e for c in cycles for e in c.unreadable):
+    left_out = {(e.tenant, e.block_id): e for c in cycles for e in [*c.unlisted, *c.unreadable]}
+    for error in left_out.values():
         print(f"left out: {error}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or left_out else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -42,7 +42,7 @@ jobs = Counter(
 errors = Counter("tracelake_compactor_compaction_errors_total", "Cycles or jobs that failed.")
 unreadable_blocks = Gauge(
     "tracelake_compactor_compaction_unreadable_blocks",
-    "Live blocks left out of planning because reading them failed (retried after an hour).",
+    "Blocks left out of planning: a meta that cannot be read, or data whose read failed (retried hourly).",
     ["tenant"],
 )
 job_duration = Histogram(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from tracelake.backend import Backend
 from tracelake.block.meta import BlockMeta
 from tracelake.blocklist.tenant_index import (
+    BlockList,
     list_tenants,
     read_tenant_index,
     rebuild_tenant_index,
@@ -46,6 +47,7 @@ class CycleStats:
     skipped: int = 0  # another compactor owns (some of) the inputs, or already did the job
     failed: int = 0
     unreadable: list[BlockReadError] = field(default_factory=list)  # inputs set aside by this cycle
+    unlisted: list[BlockReadError] = field(default_factory=list)  # blocks whose meta is unreadable
 
 
 class CompactorService:
@@ -96,7 +98,8 @@ class CompactorService:
             metrics.retention_marked.labels(tenant).inc(cleaned.retention_marked)
             metrics.retention_deleted.labels(tenant).inc(cleaned.compacted_deleted)
             metrics.partial_deleted.labels(tenant).inc(cleaned.partial_deleted)
-            tenant_jobs = plan(self._readable(tenant, blocks.metas), compaction, time.time())
+            stats.unlisted += blocks.unreadable
+            tenant_jobs = plan(self._readable(tenant, blocks), compaction, time.time())
             metrics.outstanding_blocks.labels(tenant).set(sum(len(j.inputs) for j in tenant_jobs))
             jobs += tenant_jobs
         # Compactors start from different jobs, so that several rarely contend for the same leases.
@@ -150,9 +153,10 @@ class CompactorService:
             rebuild_tenant_index(self.backend, tenant)
         return stats
 
-    def _readable(self, tenant: str, metas: list[BlockMeta]) -> list[BlockMeta]:
-        """``metas`` without the blocks set aside as unreadable until a time still to come."""
+    def _readable(self, tenant: str, blocks: BlockList) -> list[BlockMeta]:
+        """The live blocks without those set aside as unreadable until a time still to come."""
         now = self.clock()
+        metas = blocks.metas
         live = {m.block_id for m in metas}
         # Forget what expired (tried again now) and what is gone (retention, another compactor).
         self._unreadable_until = {
@@ -161,7 +165,7 @@ class CompactorService:
             if key[0] != tenant or (until > now and key[1] in live)
         }
         held = {block for t, block in self._unreadable_until if t == tenant}
-        metrics.unreadable_blocks.labels(tenant).set(len(held))
+        metrics.unreadable_blocks.labels(tenant).set(len(held) + len(blocks.unreadable))
         return [m for m in metas if m.block_id not in held]
 
     def _set_aside(self, exc: BlockReadError) -> None:

@@ -104,7 +104,10 @@ def test_unknown_format_version_is_refused_with_a_clear_message(backend: Backend
     doc["format"] = "vParquet4"
     backend.write(key, json.dumps(doc).encode())
     with pytest.raises(BlockFormatError, match=r"'vParquet4' is not supported.*tl1"):
-        list_blocks(backend, "single-tenant")
+        BlockMeta.from_bytes(backend.read(key), key)
+    blocks = list_blocks(backend, "single-tenant")  # the block is left out, not the listing
+    assert blocks.metas == [] and [e.block_id for e in blocks.unreadable] == [meta.block_id]
+    assert "'vParquet4' is not supported" in str(blocks.unreadable[0])
 
 
 def test_a_block_without_meta_json_is_invisible(backend: Backend) -> None:

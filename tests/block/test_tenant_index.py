@@ -7,6 +7,7 @@ import json
 import time
 
 import pyarrow as pa
+import pytest
 
 from tracelake.backend import Backend
 from tracelake.block import keys
@@ -17,7 +18,8 @@ from tracelake.blocklist.tenant_index import (
     write_tenant_index,
 )
 from tracelake.codec.decode import decode_otlp
-from tracelake.config import BlockConfig
+from tracelake.compaction.cleanup import cleanup_tenant
+from tracelake.config import BlockConfig, CompactionConfig
 from tracelake.encoding.v1.create import write_block
 from tracelake.synth import SynthConfig, generate_request_bytes
 
@@ -130,3 +132,34 @@ def test_a_rebuild_never_drops_a_block_the_ingester_adds_meanwhile(tmp_path) -> 
     index = read_tenant_index(backend, "acme")
     assert index is not None
     assert sorted(m.block_id for m in index.metas) == sorted([first, *added])
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        (keys.META, b'{"format": "tl2", "blockID": '),  # cut short
+        (keys.META, b'{"format": "tl9"}'),  # written by a newer version
+        (keys.META, b'["not", "a", "meta"]'),
+        (keys.COMPACTED_META, b"\x00\xff garbage"),
+        (keys.COMPACTED_META, b'{"format": "tl2", "compactedTime": "soon"}'),
+    ],
+    ids=["truncated", "unknown format", "not an object", "garbage", "malformed"],
+)
+def test_a_block_whose_meta_cannot_be_read_is_left_out_not_the_tenant(
+    backend: Backend, name: str, body: bytes
+) -> None:
+    good, bad = _write(backend, 1), _write(backend, 2)
+    if name == keys.COMPACTED_META:
+        backend.delete(keys.block_key("acme", bad, keys.META))
+    backend.write(keys.block_key("acme", bad, name), body)
+
+    blocks = list_blocks(backend, "acme")
+
+    assert [m.block_id for m in blocks.metas] == [good] and blocks.compacted == []
+    [error] = blocks.unreadable
+    assert (error.tenant, error.block_id) == ("acme", bad)
+    assert f"acme/{bad}/{name}" in str(error)
+    assert [m.block_id for m in load_block_list(backend, "acme").metas] == [good]
+    # Not taken for an unfinished write: cleanup keeps the folder whatever the grace period.
+    cleanup_tenant(backend, "acme", CompactionConfig(partial_block_grace_period=0), 0, time.time() + 3600)
+    assert backend.exists(keys.block_key("acme", bad, keys.DATA))

@@ -130,7 +130,11 @@ def test_unknown_block_format_is_refused(tmp_path: Path) -> None:
     meta["format"] = "tl99"
     (block_dir / "meta.json").write_text(json.dumps(meta))
     (tmp_path / "data" / "single-tenant" / "index.json.gz").unlink()
-    assert "'tl99' is not supported" in one_error_line(run(tmp_path, "blocks"))
+    done = run(tmp_path, "blocks")
+    assert done.returncode == 1, done.stderr.decode()
+    assert done.stdout.decode().splitlines()[-1].startswith("0 block(s)")  # the others would be listed
+    [line] = [x for x in done.stderr.decode().splitlines() if x.startswith("unreadable: ")]
+    assert f"{block_dir.name}/meta.json: block format 'tl99' is not supported" in line
 
 
 def test_missing_object_is_named(tmp_path: Path) -> None:

@@ -163,14 +163,32 @@ def test_a_run_ends_when_every_job_fails_the_same_way(tmp_path: Path) -> None:
     assert sorted(m.block_id for m in live) == sorted(m.block_id for m in metas)
 
 
-def test_compact_command_names_the_block_and_exits_1(tmp_path: Path) -> None:
+def _damage_meta(backend: Backend, meta: BlockMeta) -> bytes:
+    """Cut ``meta.json`` short: the block cannot even be listed."""
+    key = keys.block_key(meta.tenant_id, meta.block_id, keys.META)
+    original = backend.read(key)
+    backend.write(key, original[:40])
+    return original
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (_damage_last_row_group, "cannot be read: Couldn't deserialize thrift"),
+        (_damage_meta, "not valid JSON"),
+    ],
+    ids=["data", "meta"],
+)
+def test_compact_command_names_the_block_and_exits_1(tmp_path: Path, damage, why: str) -> None:
     store = tmp_path / "store"
     backend = open_backend(TraceStorageConfig(backend="local", local={"path": str(store)}))
     spans = synth_spans(traces=60, seed=6)
     metas = write_split_blocks(backend, spans, blocks=5, cfg=SMALL_GROUPS)
     bad = metas[4]
-    _damage_last_row_group(backend, bad)
-    damaged = backend.read(_data_key(bad))
+    damage(backend, bad)
+    damaged = {
+        name: backend.read(keys.block_key(TENANT, bad.block_id, name)) for name in (keys.META, keys.DATA)
+    }
     config = tmp_path / "tracelake.yaml"
     config.write_text(
         f"storage: {{trace: {{local: {{path: {store}}}}}}}\n"
@@ -186,7 +204,10 @@ def test_compact_command_names_the_block_and_exits_1(tmp_path: Path) -> None:
 
     assert done.returncode == 1, done.stderr
     assert "compacted 4 block(s) into 1" in done.stdout
-    assert f"left out: block {TENANT}/{bad.block_id} cannot be read" in done.stderr
+    [left_out] = [line for line in done.stderr.splitlines() if line.startswith("left out: ")]
+    assert f"{TENANT}/{bad.block_id}" in left_out and why in left_out
     live = hide_replaced(list_blocks(backend, TENANT)).metas
-    assert bad.block_id in {m.block_id for m in live} and len(live) == 2
-    assert backend.read(_data_key(bad)) == damaged  # left exactly as it was
+    [output] = [m for m in live if m.block_id != bad.block_id]  # a damaged meta: not listed at all
+    assert sorted(output.replaces) == sorted(m.block_id for m in metas[:4])
+    for name, body in damaged.items():  # left exactly as it was
+        assert backend.read(keys.block_key(TENANT, bad.block_id, name)) == body

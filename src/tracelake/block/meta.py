@@ -160,4 +160,16 @@ class CompactedMeta:
 
     @classmethod
     def from_json(cls, obj: dict, where: str = "meta.compacted.json") -> CompactedMeta:
-        return cls(BlockMeta.from_json(obj, where), float(obj.get("compactedTime", 0)))
+        meta = BlockMeta.from_json(obj, where)
+        try:
+            return cls(meta, float(obj.get("compactedTime", 0)))
+        except (TypeError, ValueError) as exc:
+            raise BlockFormatError(f"{where}: malformed compactedTime ({exc!r})") from exc
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "meta.compacted.json") -> CompactedMeta:
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BlockFormatError(f"{where}: not valid JSON ({exc})") from exc
+        return cls.from_json(obj, where)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from tracelake.backend import Backend
 from tracelake.block import keys
 from tracelake.block.meta import BlockMeta, CompactedMeta
-from tracelake.errors import BlockFormatError, ObjectNotFoundError
+from tracelake.errors import BlockFormatError, BlockReadError, ObjectNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ class BlockList:
     compacted: list[CompactedMeta] = field(default_factory=list)
     created_unix: float = 0.0
     source: str = "index"  # "index" or "listing": where this list came from
+    # Blocks a listing found with a meta it could not read: left out of the list (and so invisible
+    # and never merged), never deleted for it; the error names the block.
+    unreadable: list[BlockReadError] = field(default_factory=list)
 
 
 _index_locks: weakref.WeakKeyDictionary[Backend, threading.Lock] = weakref.WeakKeyDictionary()
@@ -85,7 +88,9 @@ def read_tenant_index(backend: Backend, tenant: str) -> BlockList | None:
 
 
 def list_blocks(backend: Backend, tenant: str) -> BlockList:
-    """The block list from listing the bucket; folders without ``meta.json`` are invisible."""
+    """The block list from listing the bucket; folders without ``meta.json`` are invisible, and so is
+    a block whose meta cannot be read (logged and in ``unreadable``): one damaged object must not
+    take a whole tenant's reads and compaction down."""
     names: dict[str, set[str]] = {}
     for info in backend.list(f"{tenant}/"):
         parts = info.key.split("/")
@@ -99,9 +104,15 @@ def list_blocks(backend: Backend, tenant: str) -> BlockList:
                 blocks.metas.append(BlockMeta.from_bytes(backend.read(key), key))
             elif keys.COMPACTED_META in files:
                 key = keys.block_key(tenant, block_id, keys.COMPACTED_META)
-                blocks.compacted.append(CompactedMeta.from_json(json.loads(backend.read(key)), key))
+                blocks.compacted.append(CompactedMeta.from_bytes(backend.read(key), key))
         except ObjectNotFoundError:
             continue  # deleted between the listing and the read: no longer part of the list
+        except BlockFormatError as exc:
+            log.error(
+                "block meta unreadable: block left out of the block list",
+                extra={"tenant": tenant, "block": block_id, "error": str(exc)},
+            )
+            blocks.unreadable.append(BlockReadError(str(exc), tenant=tenant, block_id=block_id))
     return blocks
 
 

@@ -68,9 +68,12 @@ def cmd_blocks(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         db.close()
     metas = sorted(blocks.metas, key=lambda m: (m.start_unix_nano, m.block_id))
+    for error in blocks.unreadable:  # left out of the list: say so, and exit 1
+        print(f"unreadable: {error}", file=sys.stderr)
+    code = 1 if blocks.unreadable else 0
     if args.json:
         print(json.dumps([m.to_json(with_row_groups=False) for m in metas], indent=2))
-        return 0
+        return code
     rows = [("BLOCK ID", "START", "END", "TRACES", "SPANS", "SIZE", "LEVEL")]
     for m in metas:
         rows.append(
@@ -95,7 +98,7 @@ def cmd_blocks(args: argparse.Namespace, cfg: Config) -> int:
         f"{len(metas)} block(s), {sum(m.total_traces for m in metas)} traces, "
         f"{sum(m.total_spans for m in metas)} spans, {_size(sum(m.size for m in metas))}"
     )
-    return 0
+    return code
 
 
 def cmd_trace(args: argparse.Namespace, cfg: Config) -> int:
