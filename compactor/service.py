@@ -91,17 +91,12 @@ class CompactorService:
         tenants = list_tenants(self.backend)
         jobs: list[Job] = []
         for tenant in tenants:
-            self._index_age(tenant)
-            cleaned, blocks = cleanup_tenant(
-                self.backend, tenant, compaction, self.block_retention(overrides, tenant), time.time()
-            )
-            metrics.retention_marked.labels(tenant).inc(cleaned.retention_marked)
-            metrics.retention_deleted.labels(tenant).inc(cleaned.compacted_deleted)
-            metrics.partial_deleted.labels(tenant).inc(cleaned.partial_deleted)
-            stats.unlisted += blocks.unreadable
-            tenant_jobs = plan(self._readable(tenant, blocks), compaction, time.time())
-            metrics.outstanding_blocks.labels(tenant).set(sum(len(j.inputs) for j in tenant_jobs))
-            jobs += tenant_jobs
+            try:
+                jobs += self._plan_tenant(tenant, overrides, stats)
+            except TracelakeError as exc:  # this tenant's listing failed: the others go on
+                stats.failed += 1
+                metrics.errors.inc()
+                log.error("compaction planning failed", extra={"tenant": tenant, "error": str(exc)})
         # Compactors start from different jobs, so that several rarely contend for the same leases.
         jobs.sort(key=lambda j: hashlib.sha256(f"{self.owner}/{j.job_id}".encode()).digest())
         stats.planned = len(jobs)
@@ -150,8 +145,28 @@ class CompactorService:
             stats.done.append(result)
             self._record(result)
         for tenant in tenants:
-            rebuild_tenant_index(self.backend, tenant)
+            try:
+                rebuild_tenant_index(self.backend, tenant)
+            except TracelakeError as exc:  # readers fall back to listing when the index is old
+                metrics.errors.inc()
+                log.error("tenant index not rebuilt", extra={"tenant": tenant, "error": str(exc)})
         return stats
+
+    def _plan_tenant(self, tenant: str, overrides: dict[str, TenantLimits], stats: CycleStats) -> list[Job]:
+        """Clean up ``tenant`` (retention, interrupted commits, leftovers), then plan its jobs."""
+        compaction = self.cfg.compactor.compaction
+        self._index_age(tenant)
+        cleaned, blocks = cleanup_tenant(
+            self.backend, tenant, compaction, self.block_retention(overrides, tenant), time.time()
+        )
+        metrics.retention_marked.labels(tenant).inc(cleaned.retention_marked)
+        metrics.retention_deleted.labels(tenant).inc(cleaned.compacted_deleted)
+        metrics.partial_deleted.labels(tenant).inc(cleaned.partial_deleted)
+        metrics.errors.inc(cleaned.failed)
+        stats.unlisted += blocks.unreadable
+        tenant_jobs = plan(self._readable(tenant, blocks), compaction, time.time())
+        metrics.outstanding_blocks.labels(tenant).set(sum(len(j.inputs) for j in tenant_jobs))
+        return tenant_jobs
 
     def _readable(self, tenant: str, blocks: BlockList) -> list[BlockMeta]:
         """The live blocks without those set aside as unreadable until a time still to come."""

@@ -21,7 +21,7 @@ import logging
 
 from tracelake.backend import Backend
 from tracelake.block import keys
-from tracelake.errors import ObjectNotFoundError
+from tracelake.errors import BackendError, ObjectNotFoundError
 
 LEASE_NAME = "compactor.lease."
 
@@ -101,5 +101,12 @@ def renew(
 
 
 def release(backend: Backend, held: list[str]) -> None:
+    """Delete the leases; one the store will not delete is left to expire (``lease_duration``), which
+    only delays the next job on that block, so the job that held it does not fail for it."""
     for key in held:
-        backend.delete(key)
+        try:
+            backend.delete(key)
+        except ObjectNotFoundError:
+            continue
+        except BackendError as exc:
+            log.warning("lease not released; it will expire", extra={"lease": key, "error": str(exc)})
