@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from tracelake.errors import BlockFormatError
 
@@ -133,11 +134,14 @@ class BlockMeta:
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "meta.json") -> BlockMeta:
-        try:
-            obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BlockFormatError(f"{where}: not valid JSON ({exc})") from exc
-        return cls.from_json(obj, where)
+        return cls.from_json(_parse_json(data, where), where)
+
+
+def _parse_json(data: bytes, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BlockFormatError(f"{where}: not valid JSON ({exc})") from exc
 
 
 def _optional_strings(value: object) -> list[str] | None:
@@ -168,8 +172,4 @@ class CompactedMeta:
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "meta.compacted.json") -> CompactedMeta:
-        try:
-            obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BlockFormatError(f"{where}: not valid JSON ({exc})") from exc
-        return cls.from_json(obj, where)
+        return cls.from_json(_parse_json(data, where), where)
