@@ -21,8 +21,9 @@ from tracelake.block.meta import BlockMeta
 from tracelake.blocklist.tenant_index import hide_replaced, list_blocks
 from tracelake.compactor.service import UNREADABLE_RETRY_SECONDS, CompactorService
 from tracelake.config import BlockConfig, Config, TraceStorageConfig
+from tracelake.encoding.v1.compactor import input_batches
 from tracelake.encoding.v1.find_trace import BlockReader
-from tracelake.errors import BackendError
+from tracelake.errors import BackendError, BlockReadError
 
 SMALL_GROUPS = BlockConfig(parquet_row_group_size_spans=30)
 
@@ -211,3 +212,25 @@ def test_compact_command_names_the_block_and_exits_1(tmp_path: Path, damage, why
     assert sorted(output.replaces) == sorted(m.block_id for m in metas[:4])
     for name, body in damaged.items():  # left exactly as it was
         assert backend.read(keys.block_key(TENANT, bad.block_id, name)) == body
+
+
+class _FailingData:
+    """A ``data.parquet`` reader that fails on its first batch with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def iter_batches(self, **_: object):
+        raise self.error
+        yield  # a generator, like pyarrow's
+
+
+def test_a_read_error_names_the_block_but_running_out_of_memory_does_not(tmp_path: Path) -> None:
+    backend = open_backend(TraceStorageConfig(backend="local", local={"path": str(tmp_path / "store")}))
+    [meta] = write_split_blocks(backend, synth_spans(traces=5, seed=7), blocks=1)
+
+    with pytest.raises(BlockReadError, match=f"block {TENANT}/{meta.block_id} cannot be read: bad page"):
+        next(input_batches(_FailingData(pa.ArrowInvalid("bad page")), meta, 100))
+    with pytest.raises(MemoryError) as caught:  # the process's state, not the block's: not set aside
+        next(input_batches(_FailingData(pa.ArrowMemoryError("out of memory")), meta, 100))
+    assert not isinstance(caught.value, BlockReadError)

@@ -346,7 +346,8 @@ def inputs_attribute_keys(inputs: list[BlockMeta]) -> dict[str, list[str] | None
 
 
 # What reading a damaged or vanished input raises: Arrow's I/O errors are OSError, its decoding errors
-# ArrowException (thrift, magic bytes); our own for an unknown format or a missing object.
+# ArrowException (thrift, magic bytes); our own for an unknown format or a missing object. Running out
+# of memory (ArrowMemoryError is also a MemoryError) is not the block's fault and is not caught.
 _READ_ERRORS = (OSError, pa.ArrowException, BlockFormatError, BackendError)
 
 
@@ -368,6 +369,8 @@ def open_data(backend: Backend, meta: BlockMeta) -> pq.ParquetFile:
             # once (the whole input: 49 MiB more of Arrow's pool in a 10-input merge of 1M spans).
             pre_buffer=False,
         )
+    except MemoryError:
+        raise
     except _READ_ERRORS as exc:
         raise _unreadable(meta, exc) from exc
 
@@ -384,6 +387,8 @@ def input_batches(data: pq.ParquetFile, meta: BlockMeta, batch_rows: int) -> Ite
                 index = batch.schema.get_field_index("attributes")
                 batch = batch.set_column(index, BLOCK_SCHEMA.field("attributes"), packed)
             yield batch
+    except MemoryError:
+        raise
     except _READ_ERRORS as exc:
         raise _unreadable(meta, exc) from exc
 
