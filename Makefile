@@ -9,7 +9,7 @@ DEMO_FILE := build/demo-traces.pb
 
 .PHONY: install lint format test run demo bench clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/tracelake/codec/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard src/tracelake/codec/*.c src/tracelake/encoding/v1/*.c)
 	@if [ -z "$$VIRTUAL_ENV" ] && [ ! -x $(VENV)/bin/python ]; then $(PYTHON) -m venv $(VENV); fi
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@

@@ -3,9 +3,9 @@
 The design card puts the core library in ``src/`` and each service in a top-level folder of its own;
 installed, they are all ``tracelake.*`` so nothing else on a machine can shadow them.
 
-``tracelake.codec._otlpdecode`` and ``_attrwire`` are speed-ups only: when they cannot be compiled
-(no compiler, no Python headers) the install still succeeds with a warning and the pure-Python code
-is used.
+``tracelake.codec._otlpdecode``, ``_attrwire`` and ``tracelake.encoding.v1._parents`` are speed-ups
+only: when they cannot be compiled (no compiler, no Python headers) the install still succeeds with a
+warning and the pure-Python code is used.
 """
 
 import sys
@@ -78,10 +78,16 @@ attrwire = Extension(
     extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
 )
 
+parents = Extension(
+    "tracelake.encoding.v1._parents",
+    ["src/tracelake/encoding/v1/_parents.c"],
+    extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+)
+
 setup(
     packages=packages,
     package_dir=package_dir,
     package_data={"tracelake.querier": ["ui/*.html"]},  # the trace view's page (querier/ui.py)
-    ext_modules=[otlpdecode, attrwire],
+    ext_modules=[otlpdecode, attrwire, parents],
     cmdclass={"build_ext": OptionalBuildExt},
 )

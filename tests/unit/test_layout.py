@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tracelake.codec.decode import decode_otlp
+from tracelake.codec.native import pure_python_forced
+from tracelake.encoding.v1 import layout
 from tracelake.encoding.v1.layout import from_block_rows, row_group_cuts, sort_spans, to_block_rows
 from tracelake.encoding.v1.summary import summarize
 
@@ -102,3 +104,40 @@ def test_row_group_cuts_cover_everything_and_never_split_a_trace(sizes: list[int
     assert all(new_trace[c] for c in cuts[:-1])  # every group starts a trace
     for a, b in itertools.pairwise(cuts):  # a group exceeds the target only for one big trace
         assert b - a <= target or new_trace[a + 1 : b].sum() == 0
+
+
+@st.composite
+def _traces(draw) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by trace: traces of 1-80 spans (past the compiled kernel's scan limit of 32), span
+    ids drawn from a small pool so ids repeat within and across traces, parents that are in the
+    trace, in another trace only, or nowhere."""
+    sizes = draw(st.lists(st.integers(1, 80), min_size=1, max_size=6))
+    n = sum(sizes)
+    pool = draw(st.lists(st.binary(min_size=8, max_size=8), min_size=1, max_size=40))
+    pick = st.integers(0, len(pool) - 1)
+    span_ids = np.frombuffer(b"".join(pool[draw(pick)] for _ in range(n)), np.uint8).reshape(n, 8)
+    parents = [pool[draw(pick)] if draw(st.booleans()) else b"\xaa" * 8 for _ in range(n)]
+    parent_ids = np.frombuffer(b"".join(parents), np.uint8).reshape(n, 8)
+    has_parent = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    trace_ids = np.repeat(np.arange(len(sizes), dtype=">u8"), sizes).view(np.uint8).reshape(n, 8)
+    trace_ids = np.concatenate([trace_ids, trace_ids], axis=1)  # 16-byte ids, sorted
+    new_trace = np.zeros(n, bool)
+    new_trace[np.cumsum([0, *sizes[:-1]])] = True
+    return trace_ids, span_ids, parent_ids, has_parent, new_trace
+
+
+@settings(max_examples=150)
+@given(rows=_traces())
+def test_compiled_parent_rows_match_the_numpy_fallback_and_a_plain_search(rows) -> None:
+    trace_ids, span_ids, parent_ids, has_parent, new_trace = rows
+    starts = [*np.flatnonzero(new_trace), len(new_trace)]
+    expected = np.full(len(trace_ids), -1, np.int32)
+    for begin, end in itertools.pairwise(starts):  # the first row of the trace with the parent's id
+        ids = [bytes(r) for r in span_ids[begin:end]]
+        for i in range(begin, end):
+            if has_parent[i] and bytes(parent_ids[i]) in ids:
+                expected[i] = ids.index(bytes(parent_ids[i]))
+    assert layout._parent_rows_numpy(*rows).tolist() == expected.tolist()
+    if not pure_python_forced():
+        assert layout._PARENTS is not None  # built by `pip install -e .`, as in CI
+        assert layout.parent_rows(*rows).tolist() == expected.tolist()

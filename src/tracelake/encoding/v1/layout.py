@@ -18,8 +18,22 @@ import pyarrow.compute as pc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from tracelake.codec.attributes_wire import pack_attributes, unpack_attributes
+from tracelake.codec.native import pure_python_forced
 from tracelake.model.ids import id_matrix, trace_starts
 from tracelake.model.schema import SPAN_ID_BYTES, SPAN_SCHEMA, AttrType
+
+
+def _compiled_parents():
+    if pure_python_forced():
+        return None
+    try:
+        from tracelake.encoding.v1 import _parents
+    except ImportError:
+        return None
+    return _parents
+
+
+_PARENTS = _compiled_parents()
 
 
 def _block_schema() -> pa.Schema:
@@ -109,37 +123,69 @@ def resolve_parents(
     (``parent_ids``, an (n, 8) matrix, meaningful where ``has_parent``): the parent's row within the
     trace (its first row with that span id) when the trace holds it, else the id itself."""
     n = len(trace_ids)
+    local = parent_rows(trace_ids, span_ids, parent_ids, has_parent, new_trace)
+    index_valid = local >= 0
+    unresolved = has_parent & ~index_valid
+    raw = np.zeros((n, SPAN_ID_BYTES), np.uint8)
+    raw[unresolved] = parent_ids[unresolved]
+    parent_index = pa.array(np.where(index_valid, local, 0), pa.int32(), mask=~index_valid)
+    parent_span_id = pa.Array.from_buffers(
+        pa.binary(SPAN_ID_BYTES),
+        n,
+        [pa.array(unresolved).buffers()[1] if not unresolved.all() else None, pa.py_buffer(raw)],
+        null_count=int(n - unresolved.sum()),
+    )
+    return parent_index, parent_span_id
+
+
+def parent_rows(
+    trace_ids: np.ndarray,
+    span_ids: np.ndarray,
+    parent_ids: np.ndarray,
+    has_parent: np.ndarray,
+    new_trace: np.ndarray,
+) -> np.ndarray:
+    """Each row's parent row within its trace (int32; -1: no parent, or not in the trace), for rows
+    sorted by trace. The compiled kernel (``_parents.c``) looks the parent id up among the trace's
+    span ids: 0.008 µs per span, against 0.083 for the numpy fallback, which hashes 24-byte keys
+    (trace id + span id) of every row with Arrow's ``index_in`` (merged rows of a 10-block job)."""
+    if _PARENTS is None:
+        return _parent_rows_numpy(trace_ids, span_ids, parent_ids, has_parent, new_trace)
+    out = np.empty(len(trace_ids), np.int32)
+    _PARENTS.parent_rows(
+        np.ascontiguousarray(new_trace, np.bool_),
+        np.ascontiguousarray(span_ids, np.uint8),
+        np.ascontiguousarray(parent_ids, np.uint8),
+        np.ascontiguousarray(has_parent, np.bool_),
+        out,
+    )
+    return out
+
+
+def _parent_rows_numpy(
+    trace_ids: np.ndarray,
+    span_ids: np.ndarray,
+    parent_ids: np.ndarray,
+    has_parent: np.ndarray,
+    new_trace: np.ndarray,
+) -> np.ndarray:
+    out = np.full(len(trace_ids), -1, np.int32)
     rows = np.flatnonzero(has_parent)
     found = pc.index_in(_keys(trace_ids[rows], parent_ids[rows]), value_set=_keys(trace_ids, span_ids))
     found_np = pc.fill_null(found, -1).to_numpy()
     resolved = found_np >= 0
-    index = np.zeros(n, np.int32)
-    index_valid = np.zeros(n, bool)
-    local = found_np[resolved] - _first_row_of_trace(new_trace)[rows[resolved]]
-    index[rows[resolved]] = local
-    index_valid[rows[resolved]] = True
-    unresolved = rows[~resolved]
-    raw = np.zeros((n, SPAN_ID_BYTES), np.uint8)
-    raw[unresolved] = parent_ids[unresolved]
-    raw_valid = np.zeros(n, bool)
-    raw_valid[unresolved] = True
-    parent_index = pa.array(index, pa.int32(), mask=~index_valid)
-    parent_span_id = pa.Array.from_buffers(
-        pa.binary(SPAN_ID_BYTES),
-        n,
-        [pa.array(raw_valid).buffers()[1] if not raw_valid.all() else None, pa.py_buffer(raw)],
-        null_count=int(n - raw_valid.sum()),
-    )
-    return parent_index, parent_span_id
+    out[rows[resolved]] = found_np[resolved] - _first_row_of_trace(new_trace)[rows[resolved]]
+    return out
 
 
 def parent_ids_of_rows(rows: pa.Table, new_trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each block row's parent span id, as an (n, 8) matrix and a "has a parent" mask: the span id of
     the row ``parent_index`` points to (within the row's trace; ``new_trace`` marks traces' first
-    rows), else ``parent_span_id``, else none. The inverse of ``resolve_parents``."""
+    rows), else ``parent_span_id``, else none. The inverse of ``resolve_parents``. Ids are gathered
+    as 8-byte words, not as rows of a byte matrix."""
     n = rows.num_rows
-    span_ids = id_matrix(rows["span_id"])
-    parent = np.zeros((n, SPAN_ID_BYTES), np.uint8)
+    span_ids = _words(id_matrix(rows["span_id"]))
+    parent = np.zeros(n, np.uint64)
     index = pc.fill_null(rows["parent_index"], -1).to_numpy()
     has_index = index >= 0
     at = np.flatnonzero(has_index)
@@ -150,8 +196,13 @@ def parent_ids_of_rows(rows: pa.Table, new_trace: np.ndarray) -> tuple[np.ndarra
     if raw.null_count < n:
         has_raw = np.asarray(raw.is_valid()) & ~has_index
         at = np.flatnonzero(has_raw)
-        parent[at] = id_matrix(raw)[at]
-    return parent, has_index | has_raw
+        parent[at] = _words(id_matrix(raw))[at]
+    return parent.view(np.uint8).reshape(n, SPAN_ID_BYTES), has_index | has_raw
+
+
+def _words(ids: np.ndarray) -> np.ndarray:
+    """An (n, 8) id matrix as n uint64 words (native order: for moving and comparing, not sorting)."""
+    return np.ascontiguousarray(ids).view(np.uint64).ravel()
 
 
 def to_block_rows(sorted_spans: pa.Table) -> pa.Table:
