@@ -149,27 +149,16 @@ def parent_rows(
     sorted by trace. The compiled kernel (``_parents.c``) looks the parent id up among the trace's
     span ids: 0.008 µs per span, against 0.083 for the numpy fallback, which hashes 24-byte keys
     (trace id + span id) of every row with Arrow's ``index_in`` (merged rows of a 10-block job)."""
-    if _PARENTS is None:
-        return _parent_rows_numpy(trace_ids, span_ids, parent_ids, has_parent, new_trace)
-    out = np.empty(len(trace_ids), np.int32)
-    _PARENTS.parent_rows(
-        np.ascontiguousarray(new_trace, np.bool_),
-        np.ascontiguousarray(span_ids, np.uint8),
-        np.ascontiguousarray(parent_ids, np.uint8),
-        np.ascontiguousarray(has_parent, np.bool_),
-        out,
-    )
-    return out
-
-
-def _parent_rows_numpy(
-    trace_ids: np.ndarray,
-    span_ids: np.ndarray,
-    parent_ids: np.ndarray,
-    has_parent: np.ndarray,
-    new_trace: np.ndarray,
-) -> np.ndarray:
     out = np.full(len(trace_ids), -1, np.int32)
+    if _PARENTS is not None:
+        _PARENTS.parent_rows(
+            np.ascontiguousarray(new_trace, np.bool_),
+            np.ascontiguousarray(span_ids, np.uint8),
+            np.ascontiguousarray(parent_ids, np.uint8),
+            np.ascontiguousarray(has_parent, np.bool_),
+            out,
+        )
+        return out
     rows = np.flatnonzero(has_parent)
     found = pc.index_in(_keys(trace_ids[rows], parent_ids[rows]), value_set=_keys(trace_ids, span_ids))
     found_np = pc.fill_null(found, -1).to_numpy()
