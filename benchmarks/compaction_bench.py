@@ -161,8 +161,9 @@ def main() -> int:
     args = parser.parse_args()
     budget = {"memory_budget_bytes": args.memory_budget} if args.memory_budget else {}
     budget_bytes = args.memory_budget or CompactionConfig().memory_budget_bytes
-    # Other work on the machine's shared cores makes every CPU-second slower (caches, SMT siblings):
-    # the same code measured 277-311k merged spans per CPU-s at load 4-9 and 340-351k at load < 1.
+    # Other work on the machine's shared cores makes every CPU-second slower, and so does the host's
+    # other guests, which the load average does not show: the same code measured 277-356k merged
+    # spans per CPU-s in different hours (docs/compaction.md, "Measured").
     load_at_start = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="tracelake-compaction-bench-") as tmp:

@@ -34,6 +34,12 @@ def id_matrix(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return buf[ids.offset * width : (ids.offset + len(ids)) * width].reshape(-1, width)
 
 
+def id_words(ids: np.ndarray) -> np.ndarray:
+    """An (n, 8k) id matrix as (n, k) uint64 words, native byte order: for moving and comparing ids,
+    not for sorting them."""
+    return np.ascontiguousarray(ids).view(np.uint64)
+
+
 def trace_starts(ids: np.ndarray) -> np.ndarray:
     """Boolean mask of rows that begin a new trace, for rows sorted by trace id (an (n, width) id
     matrix). Compared as 8-byte words, one column at a time: 6 µs per 5000 trace ids, against 70 for
@@ -44,7 +50,7 @@ def trace_starts(ids: np.ndarray) -> np.ndarray:
     if ids.shape[1] % 8:
         new[1:] = (ids[1:] != ids[:-1]).any(axis=1)
         return new
-    words = np.ascontiguousarray(ids).view(np.uint64)
+    words = id_words(ids)
     changed = words[1:, 0] != words[:-1, 0]
     for column in range(1, words.shape[1]):
         changed |= words[1:, column] != words[:-1, column]

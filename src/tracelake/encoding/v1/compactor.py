@@ -30,7 +30,7 @@ from tracelake.config import BlockConfig
 from tracelake.encoding.v1.create import BlockWriter
 from tracelake.encoding.v1.layout import BLOCK_SCHEMA, MAX_INDEXED_KEYS, parent_ids_of_rows, resolve_parents
 from tracelake.errors import BackendError, BlockFormatError, BlockReadError
-from tracelake.model.ids import id_matrix, trace_starts
+from tracelake.model.ids import id_matrix, id_words, trace_starts
 from tracelake.model.schema import SPAN_ID_BYTES
 
 # Sort keys of a merged batch: trace id then start time (the block order); span id and end time break
@@ -157,7 +157,7 @@ def merge_step(parts: list[pa.Table], stats: MergeStats) -> pa.Table:
     parent_ids, has_parent = parent_ids_of_rows(table, new_trace)
     order = merge_order(table)
     start = table["start_time_unix_nano"].to_numpy()
-    span_ids = id_matrix(table["span_id"]).view(np.uint64).ravel()
+    span_ids = id_words(id_matrix(table["span_id"])).ravel()
     same_key = np.zeros(n, bool)
     same_key[1:] = (
         (trace_ids[order[1:]] == trace_ids[order[:-1]]).all(axis=1)

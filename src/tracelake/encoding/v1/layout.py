@@ -19,7 +19,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from tracelake.codec.attributes_wire import pack_attributes, unpack_attributes
 from tracelake.codec.native import pure_python_forced
-from tracelake.model.ids import id_matrix, trace_starts
+from tracelake.model.ids import id_matrix, id_words, trace_starts
 from tracelake.model.schema import SPAN_ID_BYTES, SPAN_SCHEMA, AttrType
 
 
@@ -173,7 +173,7 @@ def parent_ids_of_rows(rows: pa.Table, new_trace: np.ndarray) -> tuple[np.ndarra
     rows), else ``parent_span_id``, else none. The inverse of ``resolve_parents``. Ids are gathered
     as 8-byte words, not as rows of a byte matrix."""
     n = rows.num_rows
-    span_ids = _words(id_matrix(rows["span_id"]))
+    span_ids = id_words(id_matrix(rows["span_id"])).ravel()
     parent = np.zeros(n, np.uint64)
     index = pc.fill_null(rows["parent_index"], -1).to_numpy()
     has_index = index >= 0
@@ -185,13 +185,8 @@ def parent_ids_of_rows(rows: pa.Table, new_trace: np.ndarray) -> tuple[np.ndarra
     if raw.null_count < n:
         has_raw = np.asarray(raw.is_valid()) & ~has_index
         at = np.flatnonzero(has_raw)
-        parent[at] = _words(id_matrix(raw))[at]
+        parent[at] = id_words(id_matrix(raw)).ravel()[at]
     return parent.view(np.uint8).reshape(n, SPAN_ID_BYTES), has_index | has_raw
-
-
-def _words(ids: np.ndarray) -> np.ndarray:
-    """An (n, 8) id matrix as n uint64 words (native order: for moving and comparing, not sorting)."""
-    return np.ascontiguousarray(ids).view(np.uint64).ravel()
 
 
 def to_block_rows(sorted_spans: pa.Table) -> pa.Table:
